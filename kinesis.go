@@ -1,0 +1,144 @@
+// Package kinesis is Dapr's bindings.aws.kinesis component: an output binding that puts records on an
+// AWS Kinesis data stream and an input binding that consumes it, in shared mode through KCL leases
+// and checkpoints in DynamoDB, or in extended mode through enhanced fan-out.
+package kinesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/dapr/components-contrib/bindings"
+	awscommon "github.com/dapr/components-contrib/common/aws"
+	"github.com/dapr/components-contrib/health"
+	"github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/kit/logger"
+)
+
+// AWSKinesis is the binding. One instance serves either side; daprd creates one per direction.
+type AWSKinesis struct {
+	logger logger.Logger
+
+	meta          kinesisMetadata
+	awsCfg        aws.Config
+	client        *kinesis.Client
+	dynamoDB      *dynamodb.Client
+	producer      *producer
+	sdkHTTPClient aws.HTTPClient // test seam only: set by tests in this package, never by metadata
+
+	closed   atomic.Bool
+	closeCh  chan struct{}
+	closeMu  sync.Mutex
+	inputs   []io.Closer
+	initDone atomic.Bool
+}
+
+var (
+	_ bindings.InputOutputBinding = (*AWSKinesis)(nil)
+	_ health.Pinger               = (*AWSKinesis)(nil)
+)
+
+// NewAWSKinesis returns the binding, ready for Init.
+func NewAWSKinesis(log logger.Logger) bindings.InputOutputBinding {
+	return &AWSKinesis{logger: log, closeCh: make(chan struct{})}
+}
+
+// Init parses the metadata and builds the AWS clients. Nothing is sent to AWS: daprd calls Init for
+// both directions, and a stream that is missing is reported by Ping and by the first call.
+func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
+	if a.closed.Load() {
+		return ErrClosed
+	}
+	m, err := parseMetadata(md.Properties)
+	if err != nil {
+		return err
+	}
+	cfg, err := awscommon.NewConfig(ctx, m.authOptions(a.logger, md.Properties))
+	if err != nil {
+		return fmt.Errorf("kinesis binding error: loading AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return errors.New("kinesis binding error: 'region' is required (or set AWS_REGION in the environment)")
+	}
+
+	a.meta = m
+	a.awsCfg = cfg
+	a.client = kinesis.NewFromConfig(cfg, a.kinesisOptions)
+	a.dynamoDB = dynamodb.NewFromConfig(cfg, a.dynamoDBOptions)
+	a.producer = newProducer(a.client, &a.meta, a.logger)
+	a.initDone.Store(true)
+	return nil
+}
+
+// kinesisOptions tunes the SDK client: throttling is retried by this binding within the caller's
+// deadline, so the SDK's retry quota must not turn a throttled burst into hard failures.
+func (a *AWSKinesis) kinesisOptions(o *kinesis.Options) {
+	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
+	if a.sdkHTTPClient != nil {
+		o.HTTPClient = a.sdkHTTPClient
+	}
+}
+
+func (a *AWSKinesis) dynamoDBOptions(o *dynamodb.Options) {
+	if ep := a.meta.dynamoDBEndpoint(); ep != "" {
+		o.BaseEndpoint = aws.String(ep)
+	}
+	if a.sdkHTTPClient != nil {
+		o.HTTPClient = a.sdkHTTPClient
+	}
+}
+
+// Operations lists what Invoke accepts.
+func (a *AWSKinesis) Operations() []bindings.OperationKind {
+	return supportedOperations
+}
+
+// Ping checks that the stream exists and can be described with the configured credentials.
+func (a *AWSKinesis) Ping(ctx context.Context) error {
+	if !a.initDone.Load() {
+		return errors.New("kinesis binding error: ping before Init")
+	}
+	if _, err := a.producer.maxRecordSize(ctx); err != nil {
+		return fmt.Errorf("kinesis binding error: ping stream %q: %w", a.meta.StreamName, err)
+	}
+	return nil
+}
+
+// Close stops the input side, if it runs, and the producer. It is idempotent and safe to call
+// concurrently; later calls return nil at once.
+func (a *AWSKinesis) Close() error {
+	if !a.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(a.closeCh)
+
+	a.closeMu.Lock()
+	inputs := a.inputs
+	a.inputs = nil
+	a.closeMu.Unlock()
+
+	var errs []error
+	for _, in := range inputs {
+		errs = append(errs, in.Close())
+	}
+	if a.producer != nil {
+		errs = append(errs, a.producer.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// GetComponentMetadata returns the metadata fields, derived from the struct metadata.yaml mirrors.
+func (a *AWSKinesis) GetComponentMetadata() (info metadata.MetadataMap) {
+	_ = metadata.GetMetadataInfoFromStructType(reflect.TypeOf(kinesisMetadata{}), &info, metadata.BindingType)
+	return info
+}

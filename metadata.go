@@ -1,0 +1,259 @@
+package kinesis
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"time"
+
+	awsauth "github.com/dapr/components-contrib/common/aws/auth"
+	"github.com/dapr/kit/logger"
+	kitmd "github.com/dapr/kit/metadata"
+)
+
+// consumerMode selects how the input side reads the stream.
+type consumerMode string
+
+const (
+	// modeShared polls with GetRecords through KCL leases (the upstream default).
+	modeShared consumerMode = "shared"
+	// modeExtended reads through enhanced fan-out (SubscribeToShard).
+	modeExtended consumerMode = "extended"
+)
+
+// initialPosition is where a shard is read from when the lease table holds no checkpoint for it.
+type initialPosition string
+
+const (
+	positionLatest      initialPosition = "LATEST"
+	positionTrimHorizon initialPosition = "TRIM_HORIZON"
+	positionAtTimestamp initialPosition = "AT_TIMESTAMP"
+)
+
+// Defaults. The KCL ones are tuned for a start in seconds and low latency while staying within AWS's
+// read limit of 5 GetRecords calls per second per shard.
+const (
+	defaultPollInterval         = 250 * time.Millisecond
+	defaultMaxRecords           = 1000
+	defaultLeaseDuration        = 10 * time.Second
+	defaultShardSyncInterval    = time.Second
+	defaultRetryInitialInterval = 100 * time.Millisecond
+	defaultRetryMaxInterval     = 10 * time.Second
+	defaultBatchLinger          = 2 * time.Millisecond
+	defaultMaxInFlightBatches   = 16
+
+	// minPollInterval keeps every shard under AWS's 5 GetRecords calls per second.
+	minPollInterval = 200 * time.Millisecond
+	// maxMaxRecords is AWS's limit for one GetRecords call.
+	maxMaxRecords = 10000
+)
+
+// kinesisMetadata is the component's metadata. Fields without `mdignore` are listed, with the same
+// names, in metadata.yaml; the AWS credential fields come from the built-in "aws" profile.
+type kinesisMetadata struct {
+	StreamName   string       `json:"streamName" mapstructure:"streamName"`
+	ConsumerName string       `json:"consumerName" mapstructure:"consumerName"`
+	Mode         consumerMode `json:"mode" mapstructure:"mode"`
+	Endpoint     string       `json:"endpoint" mapstructure:"endpoint"`
+
+	Region                string `json:"region" mapstructure:"region" mapstructurealiases:"awsRegion" mdignore:"true"`
+	AccessKey             string `json:"accessKey" mapstructure:"accessKey" mdignore:"true"`
+	SecretKey             string `json:"secretKey" mapstructure:"secretKey" mdignore:"true"`
+	SessionToken          string `json:"sessionToken" mapstructure:"sessionToken" mdignore:"true"`
+	AssumeRoleArn         string `json:"assumeRoleArn" mapstructure:"assumeRoleArn" mdignore:"true"`
+	AssumeRoleSessionName string `json:"assumeRoleSessionName" mapstructure:"assumeRoleSessionName" mapstructurealiases:"sessionName" mdignore:"true"`
+	TrustAnchorArn        string `json:"trustAnchorArn" mapstructure:"trustAnchorArn" mdignore:"true"`
+	TrustProfileArn       string `json:"trustProfileArn" mapstructure:"trustProfileArn" mdignore:"true"`
+
+	// Input side, both modes.
+	InitialPosition      initialPosition `json:"initialPosition" mapstructure:"initialPosition"`
+	InitialTimestamp     string          `json:"initialTimestamp" mapstructure:"initialTimestamp"`
+	LeaseTableName       string          `json:"leaseTableName" mapstructure:"leaseTableName"`
+	DynamoDBEndpoint     string          `json:"dynamoDBEndpoint" mapstructure:"dynamoDBEndpoint"`
+	WorkerID             string          `json:"workerID" mapstructure:"workerID"`
+	LeaseDuration        time.Duration   `json:"leaseDuration" mapstructure:"leaseDuration"`
+	ShardSyncInterval    time.Duration   `json:"shardSyncInterval" mapstructure:"shardSyncInterval"`
+	LeaseStealing        bool            `json:"leaseStealing,string" mapstructure:"leaseStealing"`
+	RetryInitialInterval time.Duration   `json:"retryInitialInterval" mapstructure:"retryInitialInterval"`
+	RetryMaxInterval     time.Duration   `json:"retryMaxInterval" mapstructure:"retryMaxInterval"`
+	MaxDeliveryAttempts  int             `json:"maxDeliveryAttempts" mapstructure:"maxDeliveryAttempts"`
+
+	// Input side, shared mode.
+	PollInterval time.Duration `json:"pollInterval" mapstructure:"pollInterval"`
+	MaxRecords   int           `json:"maxRecords" mapstructure:"maxRecords"`
+
+	// Input side, extended mode.
+	ConsumerARN               string `json:"consumerARN" mapstructure:"consumerARN"`
+	DeregisterConsumerOnClose bool   `json:"deregisterConsumerOnClose,string" mapstructure:"deregisterConsumerOnClose"`
+
+	// Output side.
+	BatchLinger        time.Duration `json:"batchLinger" mapstructure:"batchLinger"`
+	MaxInFlightBatches int           `json:"maxInFlightBatches" mapstructure:"maxInFlightBatches"`
+
+	// Derived while validating.
+	initialTimestamp time.Time
+}
+
+// defaultMetadata holds every default; decoding overwrites what the component sets.
+func defaultMetadata() kinesisMetadata {
+	return kinesisMetadata{
+		Mode:                 modeShared,
+		InitialPosition:      positionLatest,
+		LeaseDuration:        defaultLeaseDuration,
+		ShardSyncInterval:    defaultShardSyncInterval,
+		LeaseStealing:        true,
+		RetryInitialInterval: defaultRetryInitialInterval,
+		RetryMaxInterval:     defaultRetryMaxInterval,
+		PollInterval:         defaultPollInterval,
+		MaxRecords:           defaultMaxRecords,
+		BatchLinger:          defaultBatchLinger,
+		MaxInFlightBatches:   defaultMaxInFlightBatches,
+	}
+}
+
+// parseMetadata decodes and validates component properties. The properties map is not modified.
+func parseMetadata(props map[string]string) (kinesisMetadata, error) {
+	m := defaultMetadata()
+	// The decoder rewrites alias keys in the map it is given; work on a copy so a failed Init
+	// leaves the caller's metadata as it was.
+	if err := kitmd.DecodeMetadata(maps.Clone(props), &m); err != nil {
+		return kinesisMetadata{}, fmt.Errorf("kinesis binding error: invalid metadata: %w", err)
+	}
+	if err := m.validate(); err != nil {
+		return kinesisMetadata{}, fmt.Errorf("kinesis binding error: %w", err)
+	}
+	return m, nil
+}
+
+func (m *kinesisMetadata) validate() error {
+	m.StreamName = strings.TrimSpace(m.StreamName)
+	m.ConsumerName = strings.TrimSpace(m.ConsumerName)
+	if m.StreamName == "" {
+		return errors.New("'streamName' is required")
+	}
+	if len(m.StreamName) > 128 {
+		return errors.New("'streamName' must be at most 128 characters")
+	}
+
+	m.Mode = consumerMode(strings.ToLower(strings.TrimSpace(string(m.Mode))))
+	if m.Mode == "" {
+		m.Mode = modeShared
+	}
+	if m.Mode != modeShared && m.Mode != modeExtended {
+		return fmt.Errorf("'mode' must be one of %s, %s; got %q", modeShared, modeExtended, m.Mode)
+	}
+
+	if err := m.validateInput(); err != nil {
+		return err
+	}
+
+	if m.BatchLinger < 0 {
+		return errors.New("'batchLinger' must not be negative (0 turns coalescing off)")
+	}
+	if m.MaxInFlightBatches < 1 {
+		return errors.New("'maxInFlightBatches' must be at least 1")
+	}
+	return nil
+}
+
+func (m *kinesisMetadata) validateInput() error {
+	m.InitialPosition = initialPosition(strings.ToUpper(strings.TrimSpace(string(m.InitialPosition))))
+	switch m.InitialPosition {
+	case "":
+		m.InitialPosition = positionLatest
+	case positionLatest, positionTrimHorizon:
+	case positionAtTimestamp:
+		if m.InitialTimestamp == "" {
+			return errors.New("'initialTimestamp' is required when 'initialPosition' is AT_TIMESTAMP")
+		}
+	default:
+		return fmt.Errorf("'initialPosition' must be one of %s, %s, %s; got %q",
+			positionLatest, positionTrimHorizon, positionAtTimestamp, m.InitialPosition)
+	}
+	if m.InitialTimestamp != "" {
+		ts, err := parseTimestamp(m.InitialTimestamp)
+		if err != nil {
+			return fmt.Errorf("'initialTimestamp' must be RFC 3339 or Unix seconds: %w", err)
+		}
+		m.initialTimestamp = ts
+	}
+
+	if m.LeaseDuration < time.Second {
+		return errors.New("'leaseDuration' must be at least 1s")
+	}
+	if m.ShardSyncInterval < 100*time.Millisecond {
+		return errors.New("'shardSyncInterval' must be at least 100ms")
+	}
+	if m.RetryInitialInterval <= 0 {
+		return errors.New("'retryInitialInterval' must be greater than 0")
+	}
+	if m.RetryMaxInterval < m.RetryInitialInterval {
+		return errors.New("'retryMaxInterval' must be at least 'retryInitialInterval'")
+	}
+	if m.MaxDeliveryAttempts < 0 {
+		return errors.New("'maxDeliveryAttempts' must not be negative (0 retries until the record succeeds)")
+	}
+	if m.PollInterval < minPollInterval {
+		return fmt.Errorf("'pollInterval' must be at least %s (AWS allows 5 GetRecords calls per second per shard)", minPollInterval)
+	}
+	if m.MaxRecords < 1 || m.MaxRecords > maxMaxRecords {
+		return fmt.Errorf("'maxRecords' must be between 1 and %d", maxMaxRecords)
+	}
+	return nil
+}
+
+// inputReady reports what Read needs that Init does not: output-only components need no consumer name.
+func (m *kinesisMetadata) inputReady() error {
+	if m.ConsumerName == "" {
+		return errors.New("kinesis binding error: 'consumerName' is required by the input binding")
+	}
+	return nil
+}
+
+// leaseTable defaults to consumerName, as upstream, so existing checkpoints are kept.
+func (m *kinesisMetadata) leaseTable() string {
+	if m.LeaseTableName != "" {
+		return m.LeaseTableName
+	}
+	return m.ConsumerName
+}
+
+// dynamoDBEndpoint defaults to the Kinesis endpoint, as upstream.
+func (m *kinesisMetadata) dynamoDBEndpoint() string {
+	if m.DynamoDBEndpoint != "" {
+		return m.DynamoDBEndpoint
+	}
+	return m.Endpoint
+}
+
+func (m *kinesisMetadata) authOptions(log logger.Logger, props map[string]string) awsauth.Options {
+	return awsauth.Options{
+		Logger:                log,
+		Properties:            props,
+		Region:                m.Region,
+		Endpoint:              m.Endpoint,
+		AccessKey:             m.AccessKey,
+		SecretKey:             m.SecretKey,
+		SessionToken:          m.SessionToken,
+		AssumeRoleArn:         m.AssumeRoleArn,
+		AssumeRoleSessionName: m.AssumeRoleSessionName,
+		TrustAnchorArn:        m.TrustAnchorArn,
+		TrustProfileArn:       m.TrustProfileArn,
+	}
+}
+
+func parseTimestamp(s string) (time.Time, error) {
+	if ts, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return ts, nil
+	}
+	secs, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cannot parse %q", s)
+	}
+	if secs < 0 {
+		return time.Time{}, errors.New("must not be negative")
+	}
+	return time.Unix(secs, 0).UTC(), nil
+}

@@ -1,0 +1,238 @@
+package kinesis
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+)
+
+func TestParseMetadataDefaults(t *testing.T) {
+	m, err := parseMetadata(map[string]string{"streamName": "orders"})
+	require.NoError(t, err)
+
+	assert.Equal(t, "orders", m.StreamName)
+	assert.Equal(t, modeShared, m.Mode)
+	assert.Equal(t, positionLatest, m.InitialPosition)
+	assert.Equal(t, 10*time.Second, m.LeaseDuration)
+	assert.Equal(t, time.Second, m.ShardSyncInterval)
+	assert.True(t, m.LeaseStealing)
+	assert.Equal(t, 100*time.Millisecond, m.RetryInitialInterval)
+	assert.Equal(t, 10*time.Second, m.RetryMaxInterval)
+	assert.Zero(t, m.MaxDeliveryAttempts)
+	assert.Equal(t, 250*time.Millisecond, m.PollInterval)
+	assert.Equal(t, 1000, m.MaxRecords)
+	assert.False(t, m.DeregisterConsumerOnClose)
+	assert.Equal(t, 2*time.Millisecond, m.BatchLinger)
+	assert.Equal(t, 16, m.MaxInFlightBatches)
+	assert.Empty(t, m.ConsumerName, "output-only components need no consumerName")
+}
+
+func TestParseMetadataValues(t *testing.T) {
+	props := map[string]string{
+		"streamName":                "orders",
+		"consumerName":              "app",
+		"mode":                      "Extended",
+		"region":                    "eu-west-1",
+		"endpoint":                  "http://127.0.0.1:1",
+		"accessKey":                 "AKID",
+		"secretKey":                 "SECRET",
+		"sessionToken":              "TOKEN",
+		"initialPosition":           "at_timestamp",
+		"initialTimestamp":          "2026-11-26T08:00:00Z",
+		"leaseTableName":            "leases",
+		"dynamoDBEndpoint":          "http://127.0.0.1:2",
+		"workerID":                  "w1",
+		"leaseDuration":             "20s",
+		"shardSyncInterval":         "500ms",
+		"leaseStealing":             "false",
+		"retryInitialInterval":      "1s",
+		"retryMaxInterval":          "1m",
+		"maxDeliveryAttempts":       "5",
+		"pollInterval":              "1s",
+		"maxRecords":                "10000",
+		"consumerARN":               "arn:aws:kinesis:eu-west-1:1:stream/orders/consumer/app:1",
+		"deregisterConsumerOnClose": "true",
+		"batchLinger":               "0",
+		"maxInFlightBatches":        "4",
+	}
+	before := maps2slice(props)
+	m, err := parseMetadata(props)
+	require.NoError(t, err)
+	assert.Equal(t, before, maps2slice(props), "the caller's map must not change")
+
+	assert.Equal(t, modeExtended, m.Mode)
+	assert.Equal(t, "eu-west-1", m.Region)
+	assert.Equal(t, positionAtTimestamp, m.InitialPosition)
+	assert.Equal(t, time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC), m.initialTimestamp.UTC())
+	assert.Equal(t, "leases", m.leaseTable())
+	assert.Equal(t, "http://127.0.0.1:2", m.dynamoDBEndpoint())
+	assert.Equal(t, 20*time.Second, m.LeaseDuration)
+	assert.Equal(t, 500*time.Millisecond, m.ShardSyncInterval)
+	assert.False(t, m.LeaseStealing)
+	assert.Equal(t, time.Second, m.RetryInitialInterval)
+	assert.Equal(t, time.Minute, m.RetryMaxInterval)
+	assert.Equal(t, 5, m.MaxDeliveryAttempts)
+	assert.Equal(t, time.Second, m.PollInterval)
+	assert.Equal(t, 10000, m.MaxRecords)
+	assert.True(t, m.DeregisterConsumerOnClose)
+	assert.Zero(t, m.BatchLinger)
+	assert.Equal(t, 4, m.MaxInFlightBatches)
+
+	auth := m.authOptions(nil, props)
+	assert.Equal(t, "AKID", auth.AccessKey)
+	assert.Equal(t, "SECRET", auth.SecretKey)
+	assert.Equal(t, "TOKEN", auth.SessionToken)
+	assert.Equal(t, "http://127.0.0.1:1", auth.Endpoint)
+}
+
+func maps2slice(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestParseMetadataDerivedDefaults(t *testing.T) {
+	m, err := parseMetadata(map[string]string{"streamName": "s", "consumerName": "app", "endpoint": "http://k"})
+	require.NoError(t, err)
+	assert.Equal(t, "app", m.leaseTable(), "lease table defaults to consumerName, as upstream")
+	assert.Equal(t, "http://k", m.dynamoDBEndpoint(), "DynamoDB endpoint defaults to endpoint")
+
+	m, err = parseMetadata(map[string]string{"streamName": "s", "awsRegion": "ap-south-1", "initialTimestamp": "1700000000"})
+	require.NoError(t, err)
+	assert.Equal(t, "ap-south-1", m.Region, "awsRegion is an alias of region")
+	assert.Equal(t, time.Unix(1700000000, 0).UTC(), m.initialTimestamp)
+}
+
+func TestParseMetadataErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		props map[string]string
+		want  string
+	}{
+		{"missing stream", map[string]string{}, "'streamName' is required"},
+		{"blank stream", map[string]string{"streamName": "  "}, "'streamName' is required"},
+		{"long stream", map[string]string{"streamName": strings.Repeat("s", 129)}, "'streamName' must be at most 128"},
+		{"unknown mode", map[string]string{"streamName": "s", "mode": "turbo"}, `'mode' must be one of shared, extended; got "turbo"`},
+		{"unknown position", map[string]string{"streamName": "s", "initialPosition": "EARLIEST"}, "'initialPosition' must be one of"},
+		{"timestamp missing", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP"}, "'initialTimestamp' is required"},
+		{"timestamp bad", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP", "initialTimestamp": "yesterday"}, "'initialTimestamp' must be RFC 3339"},
+		{"timestamp negative", map[string]string{"streamName": "s", "initialTimestamp": "-5"}, "'initialTimestamp' must be RFC 3339"},
+		{"lease too short", map[string]string{"streamName": "s", "leaseDuration": "500ms"}, "'leaseDuration' must be at least 1s"},
+		{"lease negative", map[string]string{"streamName": "s", "leaseDuration": "-10s"}, "'leaseDuration' must be at least 1s"},
+		{"lease not a duration", map[string]string{"streamName": "s", "leaseDuration": "soon"}, "leaseDuration"},
+		{"sync too short", map[string]string{"streamName": "s", "shardSyncInterval": "1ms"}, "'shardSyncInterval' must be at least 100ms"},
+		{"retry zero", map[string]string{"streamName": "s", "retryInitialInterval": "0s"}, "'retryInitialInterval' must be greater than 0"},
+		{"retry max below initial", map[string]string{"streamName": "s", "retryInitialInterval": "2s", "retryMaxInterval": "1s"}, "'retryMaxInterval' must be at least 'retryInitialInterval'"},
+		{"attempts negative", map[string]string{"streamName": "s", "maxDeliveryAttempts": "-1"}, "'maxDeliveryAttempts' must not be negative"},
+		{"attempts not a number", map[string]string{"streamName": "s", "maxDeliveryAttempts": "many"}, "maxDeliveryAttempts"},
+		{"poll too fast", map[string]string{"streamName": "s", "pollInterval": "100ms"}, "'pollInterval' must be at least 200ms"},
+		{"max records zero", map[string]string{"streamName": "s", "maxRecords": "0"}, "'maxRecords' must be between 1 and 10000"},
+		{"max records huge", map[string]string{"streamName": "s", "maxRecords": "10001"}, "'maxRecords' must be between 1 and 10000"},
+		{"max records overflow", map[string]string{"streamName": "s", "maxRecords": "99999999999999999999999"}, "maxRecords"},
+		{"linger negative", map[string]string{"streamName": "s", "batchLinger": "-1ms"}, "'batchLinger' must not be negative"},
+		{"in flight zero", map[string]string{"streamName": "s", "maxInFlightBatches": "0"}, "'maxInFlightBatches' must be at least 1"},
+		{"stealing not a bool", map[string]string{"streamName": "s", "deregisterConsumerOnClose": "maybe"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseMetadata(tc.props)
+			if tc.want == "" {
+				// Dapr's truthy decoding reads anything it does not know as false; that is not an error.
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "kinesis binding error:"), err.Error())
+		})
+	}
+}
+
+func TestParseMetadataNeverLeaksSecrets(t *testing.T) {
+	_, err := parseMetadata(map[string]string{
+		"secretKey": "TOPSECRET", "sessionToken": "TOPTOKEN", "accessKey": "AKIDSECRET", "mode": "bad",
+	})
+	require.Error(t, err)
+	for _, s := range []string{"TOPSECRET", "TOPTOKEN", "AKIDSECRET"} {
+		assert.NotContains(t, err.Error(), s)
+	}
+}
+
+func TestInputReadyNeedsConsumerName(t *testing.T) {
+	m, err := parseMetadata(map[string]string{"streamName": "s"})
+	require.NoError(t, err)
+	err = m.inputReady()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "'consumerName' is required by the input binding")
+
+	m.ConsumerName = "app"
+	require.NoError(t, m.inputReady())
+}
+
+// TestMetadataYAMLMatchesStruct keeps metadata.yaml, the struct and GetComponentMetadata in step.
+func TestMetadataYAMLMatchesStruct(t *testing.T) {
+	raw, err := os.ReadFile("metadata.yaml")
+	require.NoError(t, err)
+	var doc struct {
+		Type        string                  `yaml:"type"`
+		Name        string                  `yaml:"name"`
+		Version     string                  `yaml:"version"`
+		BuiltinAuth []struct{ Name string } `yaml:"builtinAuthenticationProfiles"`
+		Metadata    []struct {
+			Name    string `yaml:"name"`
+			Type    string `yaml:"type"`
+			Default string `yaml:"default"`
+			Binding struct {
+				Input  bool `yaml:"input"`
+				Output bool `yaml:"output"`
+			} `yaml:"binding"`
+			Sensitive bool `yaml:"sensitive"`
+		} `yaml:"metadata"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &doc))
+	assert.Equal(t, "bindings", doc.Type)
+	assert.Equal(t, "aws.kinesis", doc.Name)
+	assert.Equal(t, "v1", doc.Version)
+	require.Len(t, doc.BuiltinAuth, 1)
+	assert.Equal(t, "aws", doc.BuiltinAuth[0].Name)
+
+	info := (&AWSKinesis{}).GetComponentMetadata()
+	var fromStruct []string
+	for name, f := range info {
+		if !f.Ignored {
+			fromStruct = append(fromStruct, name)
+		}
+	}
+	var fromYAML []string
+	defaults := defaultMetadata()
+	for _, f := range doc.Metadata {
+		fromYAML = append(fromYAML, f.Name)
+		if f.Default != "" {
+			// Every documented default is the one the code applies.
+			m, err := parseMetadata(map[string]string{"streamName": "s", f.Name: strings.Trim(f.Default, `"`)})
+			require.NoError(t, err, f.Name)
+			d := defaults
+			d.StreamName = "s"
+			require.NoError(t, d.validate())
+			assert.Equal(t, d, m, "default of %s in metadata.yaml differs from the code", f.Name)
+		}
+	}
+	slices.Sort(fromStruct)
+	slices.Sort(fromYAML)
+	assert.Equal(t, fromStruct, fromYAML)
+
+	for _, secret := range []string{"accessKey", "secretKey", "sessionToken"} {
+		f, ok := info[secret]
+		require.True(t, ok, secret)
+		assert.True(t, f.Ignored, "%s comes from the built-in aws profile", secret)
+	}
+}

@@ -1,0 +1,107 @@
+package kinesis
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/dapr/components-contrib/bindings"
+)
+
+// Request metadata keys accepted by Invoke, and the response metadata keys it sets.
+const (
+	reqPartitionKey              = "partitionKey"
+	reqExplicitHashKey           = "explicitHashKey"
+	reqSequenceNumberForOrdering = "sequenceNumberForOrdering"
+
+	respShardID        = "shardId"
+	respSequenceNumber = "sequenceNumber"
+
+	maxPartitionKeyChars = 256
+)
+
+var supportedOperations = []bindings.OperationKind{bindings.CreateOperation}
+
+var (
+	// The patterns AWS documents for these fields: decimal, no sign, no leading zeros.
+	hashKeyPattern  = regexp.MustCompile(`^(0|[1-9][0-9]{0,38})$`)
+	seqOrderPattern = regexp.MustCompile(`^(0|[1-9][0-9]{0,128})$`)
+	maxHashKey      = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
+)
+
+// record is one entry to put, validated except for its size, which depends on the stream.
+type record struct {
+	data                      []byte
+	partitionKey              string
+	explicitHashKey           string
+	sequenceNumberForOrdering string
+}
+
+// size is what counts against the stream's maximum record size: the data and the partition key.
+func (r *record) size() int {
+	return len(r.data) + len(r.partitionKey)
+}
+
+// parseCreateRequest validates the request metadata of a create call.
+func parseCreateRequest(data []byte, md map[string]string) (record, error) {
+	rec := record{data: data}
+	if err := rec.setKeys(md[reqPartitionKey], md[reqExplicitHashKey]); err != nil {
+		return record{}, err
+	}
+	if seq := md[reqSequenceNumberForOrdering]; seq != "" {
+		if !seqOrderPattern.MatchString(seq) {
+			return record{}, fmt.Errorf("request metadata '%s' must be a decimal sequence number", reqSequenceNumberForOrdering)
+		}
+		rec.sequenceNumberForOrdering = seq
+	}
+	return rec, nil
+}
+
+// setKeys validates and sets the partition and explicit hash keys. An empty partition key gets a
+// random UUID, as upstream, which spreads records over the shards.
+func (r *record) setKeys(partitionKey, explicitHashKey string) error {
+	if partitionKey == "" {
+		partitionKey = uuid.NewString()
+	}
+	if n := utf8.RuneCountInString(partitionKey); n > maxPartitionKeyChars {
+		return fmt.Errorf("request metadata '%s' must be 1 to %d characters, got %d", reqPartitionKey, maxPartitionKeyChars, n)
+	}
+	if !utf8.ValidString(partitionKey) {
+		return fmt.Errorf("request metadata '%s' must be valid UTF-8", reqPartitionKey)
+	}
+	r.partitionKey = partitionKey
+
+	if explicitHashKey != "" {
+		if err := validateHashKey(explicitHashKey); err != nil {
+			return err
+		}
+		r.explicitHashKey = explicitHashKey
+	}
+	return nil
+}
+
+func validateHashKey(s string) error {
+	if !hashKeyPattern.MatchString(s) {
+		return fmt.Errorf("request metadata '%s' must be a decimal integer from 0 to 2^128-1 without sign or leading zeros", reqExplicitHashKey)
+	}
+	v, _ := new(big.Int).SetString(s, 10)
+	if v.Cmp(maxHashKey) > 0 {
+		return fmt.Errorf("request metadata '%s' must be at most 2^128-1 (%s)", reqExplicitHashKey, maxHashKey)
+	}
+	return nil
+}
+
+func unsupportedOperation(op bindings.OperationKind) error {
+	names := make([]string, len(supportedOperations))
+	for i, o := range supportedOperations {
+		names[i] = string(o)
+	}
+	return fmt.Errorf("kinesis binding error: unsupported operation %q; supported: %s", op, strings.Join(names, ", "))
+}
+
+var errNilRequest = errors.New("kinesis binding error: nil invoke request")
