@@ -80,10 +80,14 @@ func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
 	return nil
 }
 
-// kinesisOptions tunes the SDK client: throttling is retried by this binding within the caller's
-// deadline, so the SDK's retry quota must not turn a throttled burst into hard failures.
+// kinesisOptions tunes the SDK client. Throttling is retried by this binding, with its own backoff,
+// until the caller's deadline; the SDK retries only transient faults, and without its retry quota,
+// which would otherwise turn a throttled burst into hard failures.
 func (a *AWSKinesis) kinesisOptions(o *kinesis.Options) {
-	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
+	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+		so.RateLimiter = ratelimit.None
+		so.Retryables = append([]retry.IsErrorRetryable{leaveThrottlingToBinding{}}, so.Retryables...)
+	})
 	if a.sdkHTTPClient != nil {
 		o.HTTPClient = a.sdkHTTPClient
 	}
@@ -141,4 +145,14 @@ func (a *AWSKinesis) Close() error {
 func (a *AWSKinesis) GetComponentMetadata() (info metadata.MetadataMap) {
 	_ = metadata.GetMetadataInfoFromStructType(reflect.TypeOf(kinesisMetadata{}), &info, metadata.BindingType)
 	return info
+}
+
+// leaveThrottlingToBinding stops the SDK from retrying throttling errors itself.
+type leaveThrottlingToBinding struct{}
+
+func (leaveThrottlingToBinding) IsErrorRetryable(err error) aws.Ternary {
+	if isRetryable(classifyAWSError(err)) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }
