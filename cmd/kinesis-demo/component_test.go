@@ -1,0 +1,31 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadComponentExamples(t *testing.T) {
+	for file, mode := range map[string]string{
+		"../../examples/component-shared.yaml":   "shared",
+		"../../examples/component-extended.yaml": "extended",
+	} {
+		props, err := loadComponent(file)
+		require.NoError(t, err, file)
+		assert.Equal(t, "orders", props["streamName"])
+		assert.Equal(t, mode, props["mode"])
+		assert.NotEmpty(t, props["consumerName"])
+	}
+}
+
+func TestLoadComponentRejectsOtherTypes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("apiVersion: dapr.io/v1alpha1\nkind: Component\nspec:\n  type: bindings.kafka\n"), 0o600))
+	_, err := loadComponent(file)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not a Dapr component of type bindings.aws.kinesis")
+}
