@@ -39,11 +39,7 @@ func (a *AWSKinesis) Read(ctx context.Context, handler bindings.Handler) error {
 	return nil
 }
 
-// startShared and startExtended are filled in by the shared-mode and extended-mode consumers.
-func (a *AWSKinesis) startShared(context.Context, bindings.Handler) (io.Closer, error) {
-	return nil, errors.New("kinesis binding error: shared-mode input is not yet available")
-}
-
+// startExtended is filled in by the extended-mode consumer.
 func (a *AWSKinesis) startExtended(context.Context, bindings.Handler) (io.Closer, error) {
 	return nil, errors.New("kinesis binding error: extended-mode input is not yet available")
 }

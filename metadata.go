@@ -38,7 +38,7 @@ const (
 	defaultPollInterval         = 250 * time.Millisecond
 	defaultMaxRecords           = 1000
 	defaultLeaseDuration        = 10 * time.Second
-	defaultShardSyncInterval    = time.Second
+	defaultShardSyncInterval    = 500 * time.Millisecond
 	defaultRetryInitialInterval = 100 * time.Millisecond
 	defaultRetryMaxInterval     = 10 * time.Second
 	defaultBatchLinger          = 2 * time.Millisecond

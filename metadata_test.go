@@ -20,7 +20,7 @@ func TestParseMetadataDefaults(t *testing.T) {
 	assert.Equal(t, modeShared, m.Mode)
 	assert.Equal(t, positionLatest, m.InitialPosition)
 	assert.Equal(t, 10*time.Second, m.LeaseDuration)
-	assert.Equal(t, time.Second, m.ShardSyncInterval)
+	assert.Equal(t, 500*time.Millisecond, m.ShardSyncInterval)
 	assert.True(t, m.LeaseStealing)
 	assert.Equal(t, 100*time.Millisecond, m.RetryInitialInterval)
 	assert.Equal(t, 10*time.Second, m.RetryMaxInterval)
@@ -49,7 +49,7 @@ func TestParseMetadataValues(t *testing.T) {
 		"dynamoDBEndpoint":          "http://127.0.0.1:2",
 		"workerID":                  "w1",
 		"leaseDuration":             "20s",
-		"shardSyncInterval":         "500ms",
+		"shardSyncInterval":         "750ms",
 		"leaseStealing":             "false",
 		"retryInitialInterval":      "1s",
 		"retryMaxInterval":          "1m",
@@ -73,7 +73,7 @@ func TestParseMetadataValues(t *testing.T) {
 	assert.Equal(t, "leases", m.leaseTable())
 	assert.Equal(t, "http://127.0.0.1:2", m.dynamoDBEndpoint())
 	assert.Equal(t, 20*time.Second, m.LeaseDuration)
-	assert.Equal(t, 500*time.Millisecond, m.ShardSyncInterval)
+	assert.Equal(t, 750*time.Millisecond, m.ShardSyncInterval)
 	assert.False(t, m.LeaseStealing)
 	assert.Equal(t, time.Second, m.RetryInitialInterval)
 	assert.Equal(t, time.Minute, m.RetryMaxInterval)

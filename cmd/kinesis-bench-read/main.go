@@ -1,0 +1,323 @@
+// Command kinesis-bench-read measures the shared-mode input binding against local emulators it starts
+// itself, each measurement on a fresh 4-shard stream:
+//
+//   - latency: records are put at a steady rate on a stream the binding already reads; for each, the
+//     time from just before its PutRecords call to the handler receiving it (p50, p99, max);
+//   - drain: a stream is filled first, then the binding reads it from TRIM_HORIZON; the rate is the
+//     records delivered between the first and the last delivery, per second.
+//
+// The handler does no work, so the figures are the binding's (and the emulator's) alone.
+//
+//	go run ./cmd/kinesis-bench-read
+//	go run ./cmd/kinesis-bench-read -server kinesalite -drain-records 50000
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	kb "github.com/dapr-kinesis/kinesis"
+	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr/components-contrib/bindings"
+	"github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/kit/logger"
+)
+
+const shards = 4
+
+type config struct {
+	server         string
+	recordSize     int
+	latencyRecords int
+	latencyRate    int
+	drainRecords   int
+	pollInterval   string
+	maxRecords     string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "kinesis-bench-read:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg config
+	flag.StringVar(&cfg.server, "server", "kinesis-local", "Kinesis emulator: kinesis-local or kinesalite")
+	flag.IntVar(&cfg.recordSize, "record-size", 1024, "bytes per record")
+	flag.IntVar(&cfg.latencyRecords, "latency-records", 400, "records put for the latency measurement")
+	flag.IntVar(&cfg.latencyRate, "latency-rate", 40, "records per second put for the latency measurement")
+	flag.IntVar(&cfg.drainRecords, "drain-records", 10000, "records put before the drain measurement")
+	flag.StringVar(&cfg.pollInterval, "poll-interval", "", "binding pollInterval (default: the binding's)")
+	flag.StringVar(&cfg.maxRecords, "max-records", "", "binding maxRecords (default: the binding's)")
+	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
+	flag.Parse()
+	if cfg.recordSize < 8 {
+		return errors.New("-record-size must be at least 8 (the send time is in the record)")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := localaws.Start(ctx, localaws.Options{Kinesalite: cfg.server == "kinesalite"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "kinesis-bench-read:", err)
+		}
+	}()
+	var (
+		client   *kinesis.Client
+		endpoint string
+	)
+	switch cfg.server {
+	case "kinesis-local":
+		client, endpoint = srv.KinesisClient(), srv.KinesisEndpoint
+	case "kinesalite":
+		client, endpoint = srv.KinesaliteClient(), srv.KinesaliteEndpoint
+	default:
+		return fmt.Errorf("-server: unknown %q", cfg.server)
+	}
+	b := bench{cfg: cfg, srv: srv, client: client, endpoint: endpoint}
+
+	fmt.Printf("kinesis-bench-read: %s, %d-shard streams, %d-byte records, pollInterval=%s maxRecords=%s\n",
+		cfg.server, shards, cfg.recordSize, orDefault(cfg.pollInterval), orDefault(cfg.maxRecords))
+	if err := b.latency(ctx); err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	if err := b.drain(ctx); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	return nil
+}
+
+type bench struct {
+	cfg      config
+	srv      *localaws.Servers
+	client   *kinesis.Client
+	endpoint string
+}
+
+// latency puts records at a steady rate on a stream the binding reads, each carrying its send time.
+func (b *bench) latency(ctx context.Context) error {
+	stream, err := b.newStream(ctx, "bench-latency")
+	if err != nil {
+		return err
+	}
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		done = make(chan struct{})
+	)
+	// The stream is new and empty, so TRIM_HORIZON reads what LATEST would; kinesalite never answers
+	// the AT_TIMESTAMP iterator request LATEST becomes on an empty shard.
+	binding, consumer, err := b.startBinding(ctx, stream, "TRIM_HORIZON", func(_ context.Context, r *bindings.ReadResponse) ([]byte, error) {
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(r.Data[:8])))
+		mu.Lock()
+		defer mu.Unlock()
+		lats = append(lats, time.Since(sent))
+		if len(lats) == b.cfg.latencyRecords {
+			close(done)
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	defer binding.Close()
+	// Measure steady state: the binding owns every shard before the first record.
+	if err := b.waitOwned(ctx, consumer); err != nil {
+		return err
+	}
+
+	tick := time.NewTicker(time.Second / time.Duration(b.cfg.latencyRate))
+	defer tick.Stop()
+	for i := range b.cfg.latencyRecords {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		data := make([]byte, b.cfg.recordSize)
+		binary.BigEndian.PutUint64(data, uint64(time.Now().UnixNano()))
+		if _, err := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{
+			StreamName: aws.String(stream),
+			Records:    []types.PutRecordsRequestEntry{{Data: data, PartitionKey: aws.String(strconv.Itoa(i))}},
+		}); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		n := len(lats)
+		mu.Unlock()
+		return fmt.Errorf("only %d of %d records delivered", n, b.cfg.latencyRecords)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lats)
+	fmt.Printf("latency  put->handler over %d records at %d/s: p50 %v  p99 %v  max %v\n",
+		len(lats), b.cfg.latencyRate, pct(lats, 50), pct(lats, 99), lats[len(lats)-1].Round(time.Millisecond))
+	return nil
+}
+
+// drain fills a stream, then reads it from TRIM_HORIZON.
+func (b *bench) drain(ctx context.Context) error {
+	stream, err := b.newStream(ctx, "bench-drain")
+	if err != nil {
+		return err
+	}
+	filled := time.Now()
+	data := make([]byte, b.cfg.recordSize)
+	for put := 0; put < b.cfg.drainRecords; {
+		n := min(500, b.cfg.drainRecords-put)
+		entries := make([]types.PutRecordsRequestEntry, n)
+		for i := range entries {
+			entries[i] = types.PutRecordsRequestEntry{Data: data, PartitionKey: aws.String(strconv.Itoa(put + i))}
+		}
+		out, err := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
+		if err != nil {
+			return err
+		}
+		if f := aws.ToInt32(out.FailedRecordCount); f > 0 {
+			return fmt.Errorf("%d records not put", f)
+		}
+		put += n
+	}
+	fillTook := time.Since(filled)
+
+	var (
+		mu          sync.Mutex
+		count       int
+		first, last time.Time
+		done        = make(chan struct{})
+	)
+	started := time.Now()
+	binding, _, err := b.startBinding(ctx, stream, "TRIM_HORIZON", func(context.Context, *bindings.ReadResponse) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if count == 0 {
+			first = now
+		}
+		last = now
+		count++
+		if count == b.cfg.drainRecords {
+			close(done)
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	defer binding.Close()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return errors.New("the stream was not drained within 5 minutes")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	span := last.Sub(first)
+	fmt.Printf("drain    %d records pre-filled (in %v): %.0f records/s between first and last delivery (%v); %v from Read to the last\n",
+		count, fillTook.Round(time.Millisecond), float64(count-1)/span.Seconds(), span.Round(time.Millisecond), last.Sub(started).Round(time.Millisecond))
+	return nil
+}
+
+func (b *bench) newStream(ctx context.Context, prefix string) (string, error) {
+	name := localaws.UniqueName(prefix)
+	return name, b.srv.CreateStream(ctx, b.client, name, shards)
+}
+
+// startBinding starts a shared-mode input binding; its consumer name is also its lease table's.
+func (b *bench) startBinding(ctx context.Context, stream, position string, handler bindings.Handler) (bindings.InputBinding, string, error) {
+	log := logger.NewLogger("kinesis-bench-read")
+	log.SetOutputLevel(logger.WarnLevel)
+	consumer := localaws.UniqueName("bench")
+	props := map[string]string{
+		"streamName":       stream,
+		"consumerName":     consumer,
+		"region":           b.srv.Region,
+		"endpoint":         b.endpoint,
+		"dynamoDBEndpoint": b.srv.DynamoDBEndpoint,
+		"accessKey":        localaws.AccessKeyID,
+		"secretKey":        localaws.SecretAccessKey,
+		"initialPosition":  position,
+	}
+	if b.cfg.pollInterval != "" {
+		props["pollInterval"] = b.cfg.pollInterval
+	}
+	if b.cfg.maxRecords != "" {
+		props["maxRecords"] = b.cfg.maxRecords
+	}
+	binding := kb.NewAWSKinesis(log)
+	if err := binding.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
+		return nil, "", err
+	}
+	if err := binding.Read(ctx, handler); err != nil {
+		return nil, "", errors.Join(err, binding.Close())
+	}
+	return binding, consumer, nil
+}
+
+// waitOwned waits until every shard's lease in the consumer's lease table has an owner.
+func (b *bench) waitOwned(ctx context.Context, consumer string) error {
+	db := b.srv.DynamoDBClient()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := db.Scan(ctx, &dynamodb.ScanInput{TableName: aws.String(consumer), ConsistentRead: aws.Bool(true)})
+		if err == nil {
+			owned := 0
+			for _, item := range out.Items {
+				if _, ok := item["AssignedTo"]; ok {
+					owned++
+				}
+			}
+			if owned == shards {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("lease table %s: shards not all owned within 30 s", consumer)
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i-1, 0)].Round(time.Millisecond)
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
+}
