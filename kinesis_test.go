@@ -184,9 +184,13 @@ func TestCreateOnMissingStreamSaysSo(t *testing.T) {
 	require.ErrorIs(t, err, ErrStreamNotFound)
 }
 
+// TestCreateRetriesThrottlingWithinTheDeadline covers the PutRecord path (batchLinger 0, as upstream);
+// the coalesced PutRecords path has its own throttling tests.
 func TestCreateRetriesThrottlingWithinTheDeadline(t *testing.T) {
 	t.Parallel()
 	stream := localaws.NewStream(t, 1)
+	props := localProps(t, stream)
+	props["batchLinger"] = "0"
 
 	t.Run("recovers", func(t *testing.T) {
 		faults := newFaultClient(func(op string, call int, req *http.Request) *http.Response {
@@ -195,7 +199,7 @@ func TestCreateRetriesThrottlingWithinTheDeadline(t *testing.T) {
 			}
 			return nil
 		})
-		b := newBinding(t, localProps(t, stream), func(b *AWSKinesis) { b.sdkHTTPClient = faults })
+		b := newBinding(t, props, func(b *AWSKinesis) { b.sdkHTTPClient = faults })
 		resp, err := create(t.Context(), b, []byte("after throttling"), map[string]string{reqPartitionKey: "k"})
 		require.NoError(t, err)
 		assert.Equal(t, 4, faults.count("PutRecord"), "three throttled attempts, then the one that landed")
@@ -212,7 +216,7 @@ func TestCreateRetriesThrottlingWithinTheDeadline(t *testing.T) {
 			}
 			return nil
 		})
-		b := newBinding(t, localProps(t, stream), func(b *AWSKinesis) { b.sdkHTTPClient = faults })
+		b := newBinding(t, props, func(b *AWSKinesis) { b.sdkHTTPClient = faults })
 		ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 		defer cancel()
 		_, err := create(ctx, b, []byte("never"), nil)

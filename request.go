@@ -25,7 +25,10 @@ const (
 	maxPartitionKeyChars = 256
 )
 
-var supportedOperations = []bindings.OperationKind{bindings.CreateOperation}
+// bulkCreateOperation puts many records in one call (see bulk.go for its payload and response).
+const bulkCreateOperation bindings.OperationKind = "bulkCreate"
+
+var supportedOperations = []bindings.OperationKind{bindings.CreateOperation, bulkCreateOperation}
 
 var (
 	// The patterns AWS documents for these fields: decimal, no sign, no leading zeros.
@@ -45,6 +48,16 @@ type record struct {
 // size is what counts against the stream's maximum record size: the data and the partition key.
 func (r *record) size() int {
 	return len(r.data) + len(r.partitionKey)
+}
+
+// checkSize rejects a record larger than the stream's maximum record size, which counts the data
+// and the partition key.
+func (r *record) checkSize(limit int) error {
+	if r.size() > limit {
+		return fmt.Errorf("record of %d bytes (data %d + partition key %d) exceeds the stream's maximum record size of %d bytes",
+			r.size(), len(r.data), len(r.partitionKey), limit)
+	}
+	return nil
 }
 
 // parseCreateRequest validates the request metadata of a create call.
