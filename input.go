@@ -3,7 +3,6 @@ package kinesis
 import (
 	"context"
 	"errors"
-	"io"
 
 	"github.com/dapr/components-contrib/bindings"
 )
@@ -37,9 +36,4 @@ func (a *AWSKinesis) Read(ctx context.Context, handler bindings.Handler) error {
 	}
 	a.inputs = append(a.inputs, in)
 	return nil
-}
-
-// startExtended is filled in by the extended-mode consumer.
-func (a *AWSKinesis) startExtended(context.Context, bindings.Handler) (io.Closer, error) {
-	return nil, errors.New("kinesis binding error: extended-mode input is not yet available")
 }

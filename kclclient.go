@@ -139,16 +139,14 @@ const kclRequestTimeout = 30 * time.Second
 // stream, after kclRequestTimeout. The returned release frees it when the request is done, except for
 // an event stream, which lives on after the call returns and is freed by abort.
 func bindToAbort(ctx, abort context.Context, streaming bool) (context.Context, func()) {
-	var cancel context.CancelFunc
 	if streaming {
-		ctx, cancel = context.WithCancel(ctx)
-	} else {
-		ctx, cancel = context.WithTimeout(ctx, kclRequestTimeout)
-	}
-	stopWatching := context.AfterFunc(abort, cancel)
-	if streaming {
+		// A subscription outlives this call. The fan-out guard (fanout.go) ends it on stop and
+		// releases it when its stream closes; an AfterFunc here would stay registered until abort,
+		// one per subscription (a new one every 5 minutes per shard).
 		return ctx, func() {}
 	}
+	ctx, cancel := context.WithTimeout(ctx, kclRequestTimeout)
+	stopWatching := context.AfterFunc(abort, cancel)
 	return ctx, func() {
 		stopWatching()
 		cancel()

@@ -61,6 +61,8 @@ var kclInfoMessages = []string{
 var kclRoutineErrors = []string{
 	errConsumerStopping.Error(), "shard is already claimed by another node", "Error in rebalance",
 	"lease not acquired", "AssignedToNotFoundForShard", "context canceled",
+	// Failed subscriptions are retried with backoff and logged once per episode by the fan-out guard.
+	"operation error Kinesis: SubscribeToShard",
 }
 
 // kclLevel is the level a KCL message is logged at. Info messages are recognised by their format;

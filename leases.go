@@ -22,7 +22,7 @@ var (
 	errLeaseLost = errors.New("kinesis binding error: the shard's lease is held by another worker")
 	// errConsumerStopping makes KCL's event loop, lease renewals and parent waits end quickly once
 	// the consumer stops: KCL checks its own stop signal only between reads.
-	errConsumerStopping = errors.New("kinesis binding error: shared-mode consumer is stopping")
+	errConsumerStopping = errors.New("kinesis binding error: consumer is stopping")
 )
 
 const (

@@ -1,0 +1,113 @@
+package kinesis
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr/components-contrib/bindings"
+)
+
+// BenchmarkReadLatency measures put-to-handler latency, from the start of a PutRecord to the
+// handler call, in shared and extended mode on the same kinesis-local, and reports p50, p99 and the
+// maximum. Each iteration puts one record; puts are spaced 20-70 ms apart at random, so that they
+// fall anywhere in the consumer's read cycle. kinesis-local's fan-out sends one event per second,
+// which dominates extended mode's figures here (AWS pushes records as they arrive, ~70 ms).
+//
+//	go test -run '^$' -bench ReadLatency -benchtime 300x .
+func BenchmarkReadLatency(b *testing.B) {
+	for _, mode := range []consumerMode{modeShared, modeExtended} {
+		b.Run(string(mode), func(b *testing.B) { benchReadLatency(b, mode) })
+	}
+}
+
+func benchReadLatency(b *testing.B, mode consumerMode) {
+	stream := localaws.NewStream(b, 1)
+	props := withConsumer(localProps(b, stream), mode)
+	var configure []func(*AWSKinesis)
+	if mode == modeExtended {
+		configure = append(configure, func(a *AWSKinesis) { a.sdkHTTPClient = newFanoutFixClient() })
+	}
+	binding := newBinding(b, props, configure...)
+
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		seen      = map[string]bool{}
+		warm      = make(chan struct{}, 1)
+		done      = make(chan struct{})
+	)
+	require.NoError(b, binding.Read(b.Context(), func(_ context.Context, r *bindings.ReadResponse) ([]byte, error) {
+		now := time.Now()
+		data := string(r.Data)
+		if data == "warm-up" {
+			select {
+			case warm <- struct{}{}:
+			default:
+			}
+			return nil, nil
+		}
+		ns, err := strconv.ParseInt(data, 10, 64)
+		if err != nil {
+			return nil, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !seen[data] {
+			seen[data] = true
+			latencies = append(latencies, now.Sub(time.Unix(0, ns)))
+			if len(latencies) == b.N {
+				close(done)
+			}
+		}
+		return nil, nil
+	}))
+
+	client := localaws.Get(b).KinesisClient()
+	put := func(data string) {
+		_, err := client.PutRecord(b.Context(), &kinesis.PutRecordInput{
+			StreamName: aws.String(stream), Data: []byte(data), PartitionKey: aws.String("latency"),
+		})
+		require.NoError(b, err)
+	}
+	// Until a record arrives the consumer is still taking its lease or subscribing.
+	for warmed := false; !warmed; {
+		put("warm-up")
+		select {
+		case <-warm:
+			warmed = true
+		case <-time.After(time.Second):
+		}
+	}
+
+	b.ResetTimer()
+	for range b.N {
+		put(strconv.FormatInt(time.Now().UnixNano(), 10))
+		time.Sleep(20*time.Millisecond + rand.N(50*time.Millisecond))
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		b.Fatal("records not delivered within a minute")
+	}
+	b.StopTimer()
+
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(latencies)
+	at := func(q float64) float64 {
+		return float64(latencies[min(int(q*float64(len(latencies))), len(latencies)-1)]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+	b.ReportMetric(at(1), "max-ms")
+}
