@@ -3,6 +3,7 @@ package localaws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,7 +19,18 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { os.Exit(Run(m, Options{Kinesalite: true})) }
+// TestMain also fails the package if a goroutine outlives the tests: Run has
+// stopped the servers and the goroutines that reap them by then.
+func TestMain(m *testing.M) {
+	code := Run(m, Options{Kinesalite: true})
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines outlived the tests:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // TestStartStop runs its own set beside the shared one, which also shows that
 // two sets do not collide on ports.

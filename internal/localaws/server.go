@@ -33,7 +33,7 @@ type server struct {
 	waitErr error         // the process's exit; read only after done
 }
 
-func startKinesisLocal(modules, logDir string, plainPort, tlsPort int) (*server, error) {
+func startKinesisLocal(modules, logDir string, plainPort, tlsPort int, persistDir string, persistInterval time.Duration) (*server, error) {
 	env := []string{
 		"KINESIS_MOCK_PLAIN_PORT=" + strconv.Itoa(plainPort),
 		"KINESIS_MOCK_TLS_PORT=" + strconv.Itoa(tlsPort),
@@ -52,7 +52,14 @@ func startKinesisLocal(modules, logDir string, plainPort, tlsPort int) (*server,
 		// Pinned so a developer's own AWS_REGION or persistence settings cannot
 		// change what the tests see.
 		"AWS_REGION=" + Region,
-		"SHOULD_PERSIST_DATA=false",
+	}
+	if persistDir == "" {
+		env = append(env, "SHOULD_PERSIST_DATA=false", "LOAD_DATA_IF_EXISTS=false")
+	} else {
+		// It writes all its data every interval; RestartKinesis waits for a write.
+		env = append(env, "SHOULD_PERSIST_DATA=true", "LOAD_DATA_IF_EXISTS=true",
+			"PERSIST_PATH="+persistDir, "PERSIST_FILE_NAME="+persistFile,
+			"PERSIST_INTERVAL="+persistInterval.String())
 	}
 	return startNode("kinesis-local", logDir, plainPort, env,
 		filepath.Join(modules, "kinesis-local", "main.js"))
@@ -79,7 +86,8 @@ func startKinesalite(modules, logDir string, port int) (*server, error) {
 // the server itself and signals reach it.
 func startNode(name, logDir string, port int, env []string, args ...string) (*server, error) {
 	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.Create(logPath)
+	// Appended to, so that a restarted server's log follows its predecessor's.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("localaws: %s log: %w", name, err)
 	}

@@ -1,0 +1,87 @@
+//go:build linux
+
+package kinesis
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dapr-kinesis/kinesis/internal/localaws"
+)
+
+// TestSharedKilledReplicaIsTakenOver: a replica in another process (crash_child_test.go) shares the
+// stream with one in this process and is SIGKILLed, leaving its leases held. The survivor must own
+// every shard within the lease duration plus a few seconds, and every record must be delivered by
+// one or the other.
+func TestSharedKilledReplicaIsTakenOver(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 4)
+	client := localaws.Get(t).KinesisClient()
+	consumer := localaws.UniqueName("killed")
+	keys := shShardKeys(t, client, stream)
+	const lease = 4 * time.Second
+	props := func(worker string) map[string]string {
+		return shProps(t, stream, consumer, "workerID", worker, "leaseDuration", lease.String())
+	}
+
+	var (
+		mu   sync.Mutex
+		puts []shPut
+	)
+	stopPuts := make(chan struct{})
+	putsDone := make(chan struct{})
+	go func() {
+		defer close(putsDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopPuts:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			for id, key := range keys {
+				p, err := shTryPutOn(t.Context(), client, stream, key, fmt.Sprintf("k-%s-%04d", id, i))
+				if err != nil {
+					t.Errorf("put: %v", err)
+					return
+				}
+				mu.Lock()
+				puts = append(puts, p...)
+				mu.Unlock()
+			}
+		}
+	}()
+
+	other := startChild(t, "replica", "consumer", props("child"))
+	require.Eventually(t, func() bool {
+		owners, _ := shLeases(t, consumer)
+		return ownedBy(owners)["child"] == 4
+	}, 20*time.Second, 100*time.Millisecond, "the child process owns the stream")
+	rec := &shRecorder{}
+	shStart(t, props("parent"), rec.handler("parent"))
+	require.Eventually(t, func() bool {
+		c := ownedBy(shOwners(t, consumer))
+		return c["parent"] >= 1 && c["child"] >= 1
+	}, 20*time.Second, 100*time.Millisecond, "the replicas share the stream")
+
+	other.kill()
+	killedAt := time.Now()
+	require.Eventually(t, func() bool {
+		return ownedBy(shOwners(t, consumer))["parent"] == 4
+	}, lease+5*time.Second, 100*time.Millisecond, "the survivor owns the killed replica's shards within the lease plus a few seconds")
+	t.Logf("takeover %v after SIGKILL (lease %v)", time.Since(killedAt).Round(time.Millisecond), lease)
+
+	time.Sleep(500 * time.Millisecond)
+	close(stopPuts)
+	<-putsDone
+	for _, data := range other.protocol("R") {
+		rec.add(shCall{data: data, worker: "child"})
+	}
+	mu.Lock()
+	all := dataOf(puts)
+	mu.Unlock()
+	rec.waitDelivered(t, all, 30*time.Second)
+}
