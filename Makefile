@@ -9,7 +9,10 @@ EMULATORS := tools/emulators
 # stamp exists only after an install that finished.
 EMULATORS_STAMP := $(EMULATORS)/node_modules/.make-deps-stamp
 
-.PHONY: deps test demo
+# How long each fuzz target runs in `make fuzz` (and so in `make test`).
+FUZZTIME ?= 10s
+
+.PHONY: deps test fuzz demo
 
 deps: $(EMULATORS_STAMP)
 	$(GO) mod download
@@ -21,6 +24,20 @@ $(EMULATORS_STAMP): $(EMULATORS)/package.json $(EMULATORS)/package-lock.json
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 40m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# fuzz runs every fuzz target for FUZZTIME, one at a time (go test -fuzz takes one target of one
+# package). Targets are found with `go test -list`, so new ones run without editing this file; only
+# packages whose tests declare a Fuzz function are listed, since listing compiles the tests. Seed
+# corpora live in testdata/fuzz/<Target>/; a failing input is written there too.
+fuzz:
+	@set -e; \
+	for dir in $$(grep -l '^func Fuzz' $$(find . -path ./tools -prune -o -name '*_test.go' -print) | xargs -n1 dirname | sort -u); do \
+		for target in $$($(GO) test -list '^Fuzz' $$dir | grep '^Fuzz'); do \
+			echo "fuzz: $$dir $$target for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$dir; \
+		done; \
+	done
 
 demo: deps
 	$(GO) run ./cmd/kinesis-demo roundtrip

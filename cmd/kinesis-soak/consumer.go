@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dapr/components-contrib/bindings"
+	"github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/kit/logger"
+
+	kinesisbinding "github.com/dapr-kinesis/kinesis"
+)
+
+// A consumer runs in a process of its own (this binary with childArg), so that its RSS is its own
+// and it can die alone. It reports each record on stdout as "R <data> <unix nanos at the handler>"
+// before acknowledging it; its logs go to stderr, which the parent writes to a file.
+
+const (
+	childArg      = "-consumer-child"
+	childPropsEnv = "KINESIS_SOAK_PROPS"
+	stopGrace     = 15 * time.Second
+)
+
+func runConsumerChild() int {
+	log := logger.NewLogger("soak-consumer")
+	log.SetOutput(os.Stderr)
+	var props map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv(childPropsEnv)), &props); err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: props:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	b := kinesisbinding.NewAWSKinesis(log)
+	if err := b.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: init:", err)
+		return 2
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+		now := time.Now().UnixNano()
+		mu.Lock()
+		defer mu.Unlock()
+		// Flushed before the handler returns: a record is reported before it is acknowledged.
+		fmt.Fprintf(out, "R %s %d\n", resp.Data, now)
+		return nil, out.Flush()
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: read:", err)
+		return 2
+	}
+	mu.Lock()
+	fmt.Fprintln(out, "READY")
+	_ = out.Flush()
+	mu.Unlock()
+	<-ctx.Done()
+	if err := b.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: close:", err)
+		return 1
+	}
+	return 0
+}
+
+// consumerProc is the parent's handle on a consumer process.
+type consumerProc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	ready   chan struct{}
+	output  chan struct{} // closed when stdout is drained
+}
+
+// startConsumer starts a consumer process; each delivery goes to onRecord(data, handlerNanos).
+func startConsumer(name string, props map[string]string, logDir string, onRecord func(data string, at int64)) (*consumerProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	raw, err := json.Marshal(props)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	logPath := filepath.Join(logDir, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	defer logFile.Close() // the child holds its own descriptor
+
+	cmd := exec.Command(self, childArg)
+	cmd.Env = append(os.Environ(), childPropsEnv+"="+string(raw))
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = childProcAttr()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("consumer %s: start: %w", name, err)
+	}
+	p := &consumerProc{name: name, cmd: cmd, logPath: logPath, ready: make(chan struct{}), output: make(chan struct{})}
+	go p.readOutput(stdout, onRecord)
+	return p, nil
+}
+
+func (p *consumerProc) readOutput(stdout io.Reader, onRecord func(string, int64)) {
+	defer close(p.output)
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	readyOnce := sync.OnceFunc(func() { close(p.ready) })
+	defer readyOnce() // a child that dies before READY must not leave waitReady hanging
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "READY" {
+			readyOnce()
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, "R ")
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		if i < 0 {
+			continue
+		}
+		at, err := strconv.ParseInt(rest[i+1:], 10, 64)
+		if err != nil {
+			continue
+		}
+		onRecord(rest[:i], at)
+	}
+}
+
+func (p *consumerProc) waitReady(ctx context.Context) error {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return fmt.Errorf("consumer %s: not ready: %w", p.name, ctx.Err())
+	}
+	select {
+	case <-p.output:
+		return fmt.Errorf("consumer %s exited during start-up; see %s", p.name, p.logPath)
+	default:
+		return nil
+	}
+}
+
+func (p *consumerProc) pid() int { return p.cmd.Process.Pid }
+
+// stop asks the consumer to close its binding and exit, and kills it after stopGrace.
+func (p *consumerProc) stop() error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() {
+		<-p.output
+		exited <- p.cmd.Wait()
+	}()
+	timer := time.NewTimer(stopGrace)
+	defer timer.Stop()
+	select {
+	case err := <-exited:
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w (see %s)", p.name, err, p.logPath)
+		}
+		return nil
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-exited
+		return errors.New("consumer " + p.name + " did not exit within " + stopGrace.String() + " of SIGTERM; killed")
+	}
+}
