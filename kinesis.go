@@ -93,7 +93,10 @@ func (a *AWSKinesis) kinesisOptions(o *kinesis.Options) {
 	}
 }
 
+// dynamoDBOptions points the lease-table client at its endpoint. Its requests recur every shard
+// sync, so the SDK's retry quota would only turn an outage into "retry quota exceeded" errors.
 func (a *AWSKinesis) dynamoDBOptions(o *dynamodb.Options) {
+	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
 	if ep := a.meta.dynamoDBEndpoint(); ep != "" {
 		o.BaseEndpoint = aws.String(ep)
 	}

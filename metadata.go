@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,12 @@ const (
 	minPollInterval = 200 * time.Millisecond
 	// maxMaxRecords is AWS's limit for one GetRecords call.
 	maxMaxRecords = 10000
+
+	// Upper bounds that catch a unit typed wrong ("10h" for "10s") at Init rather than as a stall.
+	maxInterval       = 10 * time.Minute
+	maxLeaseDuration  = time.Hour
+	maxBatchLinger    = time.Second
+	maxWorkerIDLength = 256
 )
 
 // kinesisMetadata is the component's metadata. Fields without `mdignore` are listed, with the same
@@ -133,8 +140,19 @@ func (m *kinesisMetadata) validate() error {
 	if m.StreamName == "" {
 		return errors.New("'streamName' is required")
 	}
-	if len(m.StreamName) > 128 {
-		return errors.New("'streamName' must be at most 128 characters")
+	if err := checkName("streamName", m.StreamName, 1, 128); err != nil {
+		return err
+	}
+	for _, ep := range []struct{ field, value string }{{"endpoint", m.Endpoint}, {"dynamoDBEndpoint", m.DynamoDBEndpoint}} {
+		if err := checkEndpoint(ep.field, ep.value); err != nil {
+			return err
+		}
+	}
+	if m.ConsumerARN != "" && (!strings.HasPrefix(m.ConsumerARN, "arn:") || !strings.Contains(m.ConsumerARN, "/consumer/")) {
+		return errors.New("'consumerARN' must be a stream consumer ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/STREAM/consumer/NAME:TIMESTAMP)")
+	}
+	if len(m.WorkerID) > maxWorkerIDLength {
+		return fmt.Errorf("'workerID' must be at most %d characters", maxWorkerIDLength)
 	}
 
 	m.Mode = consumerMode(strings.ToLower(strings.TrimSpace(string(m.Mode))))
@@ -149,8 +167,8 @@ func (m *kinesisMetadata) validate() error {
 		return err
 	}
 
-	if m.BatchLinger < 0 {
-		return errors.New("'batchLinger' must not be negative (0 turns coalescing off)")
+	if m.BatchLinger < 0 || m.BatchLinger > maxBatchLinger {
+		return fmt.Errorf("'batchLinger' must be between 0 (coalescing off) and %s", maxBatchLinger)
 	}
 	if m.MaxInFlightBatches < 1 {
 		return errors.New("'maxInFlightBatches' must be at least 1")
@@ -180,11 +198,11 @@ func (m *kinesisMetadata) validateInput() error {
 		m.initialTimestamp = ts
 	}
 
-	if m.LeaseDuration < time.Second {
-		return errors.New("'leaseDuration' must be at least 1s")
+	if m.LeaseDuration < time.Second || m.LeaseDuration > maxLeaseDuration {
+		return fmt.Errorf("'leaseDuration' must be between 1s and %s", maxLeaseDuration)
 	}
-	if m.ShardSyncInterval < 100*time.Millisecond {
-		return errors.New("'shardSyncInterval' must be at least 100ms")
+	if m.ShardSyncInterval < 100*time.Millisecond || m.ShardSyncInterval > maxInterval {
+		return fmt.Errorf("'shardSyncInterval' must be between 100ms and %s", maxInterval)
 	}
 	if m.RetryInitialInterval <= 0 {
 		return errors.New("'retryInitialInterval' must be greater than 0")
@@ -192,11 +210,14 @@ func (m *kinesisMetadata) validateInput() error {
 	if m.RetryMaxInterval < m.RetryInitialInterval {
 		return errors.New("'retryMaxInterval' must be at least 'retryInitialInterval'")
 	}
+	if m.RetryMaxInterval > maxInterval {
+		return fmt.Errorf("'retryMaxInterval' must be at most %s", maxInterval)
+	}
 	if m.MaxDeliveryAttempts < 0 {
 		return errors.New("'maxDeliveryAttempts' must not be negative (0 retries until the record succeeds)")
 	}
-	if m.PollInterval < minPollInterval {
-		return fmt.Errorf("'pollInterval' must be at least %s (AWS allows 5 GetRecords calls per second per shard)", minPollInterval)
+	if m.PollInterval < minPollInterval || m.PollInterval > maxInterval {
+		return fmt.Errorf("'pollInterval' must be between %s (AWS allows 5 GetRecords calls per second per shard) and %s", minPollInterval, maxInterval)
 	}
 	if m.MaxRecords < 1 || m.MaxRecords > maxMaxRecords {
 		return fmt.Errorf("'maxRecords' must be between 1 and %d", maxMaxRecords)
@@ -208,6 +229,42 @@ func (m *kinesisMetadata) validateInput() error {
 func (m *kinesisMetadata) inputReady() error {
 	if m.ConsumerName == "" {
 		return errors.New("kinesis binding error: 'consumerName' is required by the input binding")
+	}
+	if err := checkName("consumerName", m.ConsumerName, 1, 128); err != nil {
+		return fmt.Errorf("kinesis binding error: %w", err)
+	}
+	// The lease table defaults to consumerName, so its rules apply to consumerName too.
+	field := "leaseTableName"
+	if m.LeaseTableName == "" {
+		field = "consumerName (the default lease table name)"
+	}
+	if err := checkName(field, m.leaseTable(), 3, 255); err != nil {
+		return fmt.Errorf("kinesis binding error: %w", err)
+	}
+	return nil
+}
+
+// checkName applies the naming rule Kinesis (streams, consumers) and DynamoDB (tables) share.
+func checkName(field, value string, minLen, maxLen int) error {
+	if len(value) < minLen || len(value) > maxLen {
+		return fmt.Errorf("'%s' must be %d to %d characters, got %d", field, minLen, maxLen, len(value))
+	}
+	for _, r := range value {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+			return fmt.Errorf("'%s' may contain only letters, digits, '_', '.' and '-'", field)
+		}
+	}
+	return nil
+}
+
+// checkEndpoint accepts an empty value (the AWS endpoint) or an absolute http(s) URL.
+func checkEndpoint(field, value string) error {
+	if value == "" {
+		return nil
+	}
+	u, err := url.Parse(value)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("'%s' must be an http or https URL such as https://kinesis.us-east-1.amazonaws.com", field)
 	}
 	return nil
 }

@@ -120,25 +120,34 @@ func TestParseMetadataErrors(t *testing.T) {
 	}{
 		{"missing stream", map[string]string{}, "'streamName' is required"},
 		{"blank stream", map[string]string{"streamName": "  "}, "'streamName' is required"},
-		{"long stream", map[string]string{"streamName": strings.Repeat("s", 129)}, "'streamName' must be at most 128"},
+		{"long stream", map[string]string{"streamName": strings.Repeat("s", 129)}, "'streamName' must be 1 to 128 characters, got 129"},
 		{"unknown mode", map[string]string{"streamName": "s", "mode": "turbo"}, `'mode' must be one of shared, extended; got "turbo"`},
 		{"unknown position", map[string]string{"streamName": "s", "initialPosition": "EARLIEST"}, "'initialPosition' must be one of"},
 		{"timestamp missing", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP"}, "'initialTimestamp' is required"},
 		{"timestamp bad", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP", "initialTimestamp": "yesterday"}, "'initialTimestamp' must be RFC 3339"},
 		{"timestamp negative", map[string]string{"streamName": "s", "initialTimestamp": "-5"}, "'initialTimestamp' must be RFC 3339"},
-		{"lease too short", map[string]string{"streamName": "s", "leaseDuration": "500ms"}, "'leaseDuration' must be at least 1s"},
-		{"lease negative", map[string]string{"streamName": "s", "leaseDuration": "-10s"}, "'leaseDuration' must be at least 1s"},
+		{"lease too short", map[string]string{"streamName": "s", "leaseDuration": "500ms"}, "'leaseDuration' must be between 1s and 1h0m0s"},
+		{"lease negative", map[string]string{"streamName": "s", "leaseDuration": "-10s"}, "'leaseDuration' must be between 1s"},
 		{"lease not a duration", map[string]string{"streamName": "s", "leaseDuration": "soon"}, "leaseDuration"},
-		{"sync too short", map[string]string{"streamName": "s", "shardSyncInterval": "1ms"}, "'shardSyncInterval' must be at least 100ms"},
+		{"sync too short", map[string]string{"streamName": "s", "shardSyncInterval": "1ms"}, "'shardSyncInterval' must be between 100ms and 10m0s"},
 		{"retry zero", map[string]string{"streamName": "s", "retryInitialInterval": "0s"}, "'retryInitialInterval' must be greater than 0"},
 		{"retry max below initial", map[string]string{"streamName": "s", "retryInitialInterval": "2s", "retryMaxInterval": "1s"}, "'retryMaxInterval' must be at least 'retryInitialInterval'"},
 		{"attempts negative", map[string]string{"streamName": "s", "maxDeliveryAttempts": "-1"}, "'maxDeliveryAttempts' must not be negative"},
 		{"attempts not a number", map[string]string{"streamName": "s", "maxDeliveryAttempts": "many"}, "maxDeliveryAttempts"},
-		{"poll too fast", map[string]string{"streamName": "s", "pollInterval": "100ms"}, "'pollInterval' must be at least 200ms"},
+		{"poll too fast", map[string]string{"streamName": "s", "pollInterval": "100ms"}, "'pollInterval' must be between 200ms"},
 		{"max records zero", map[string]string{"streamName": "s", "maxRecords": "0"}, "'maxRecords' must be between 1 and 10000"},
 		{"max records huge", map[string]string{"streamName": "s", "maxRecords": "10001"}, "'maxRecords' must be between 1 and 10000"},
 		{"max records overflow", map[string]string{"streamName": "s", "maxRecords": "99999999999999999999999"}, "maxRecords"},
-		{"linger negative", map[string]string{"streamName": "s", "batchLinger": "-1ms"}, "'batchLinger' must not be negative"},
+		{"linger negative", map[string]string{"streamName": "s", "batchLinger": "-1ms"}, "'batchLinger' must be between 0 (coalescing off) and 1s"},
+		{"stream with bad characters", map[string]string{"streamName": "bad name!"}, "'streamName' may contain only letters, digits"},
+		{"lease too long", map[string]string{"streamName": "s", "leaseDuration": "2h"}, "'leaseDuration' must be between 1s and 1h0m0s"},
+		{"poll too slow", map[string]string{"streamName": "s", "pollInterval": "1h"}, "'pollInterval' must be between 200ms"},
+		{"retry max too long", map[string]string{"streamName": "s", "retryMaxInterval": "24h"}, "'retryMaxInterval' must be at most 10m0s"},
+		{"linger too long", map[string]string{"streamName": "s", "batchLinger": "1h"}, "'batchLinger' must be between 0 (coalescing off) and 1s"},
+		{"endpoint not a URL", map[string]string{"streamName": "s", "endpoint": "localhost:4567"}, "'endpoint' must be an http or https URL"},
+		{"dynamo endpoint bad scheme", map[string]string{"streamName": "s", "dynamoDBEndpoint": "ftp://x"}, "'dynamoDBEndpoint' must be an http or https URL"},
+		{"consumer ARN not an ARN", map[string]string{"streamName": "s", "consumerARN": "not-an-arn"}, "'consumerARN' must be a stream consumer ARN"},
+		{"worker ID too long", map[string]string{"streamName": "s", "workerID": strings.Repeat("w", 257)}, "'workerID' must be at most 256 characters"},
 		{"in flight zero", map[string]string{"streamName": "s", "maxInFlightBatches": "0"}, "'maxInFlightBatches' must be at least 1"},
 		{"stealing not a bool", map[string]string{"streamName": "s", "deregisterConsumerOnClose": "maybe"}, ""},
 	}
@@ -176,6 +185,22 @@ func TestInputReadyNeedsConsumerName(t *testing.T) {
 
 	m.ConsumerName = "app"
 	require.NoError(t, m.inputReady())
+
+	// The lease table is named after consumerName by default, so DynamoDB's rules apply to it.
+	for name, want := range map[string]string{
+		"ab":                     "'consumerName (the default lease table name)' must be 3 to 255 characters, got 2",
+		"my app":                 "'consumerName' may contain only letters, digits",
+		strings.Repeat("c", 129): "'consumerName' must be 1 to 128 characters",
+	} {
+		m.ConsumerName = name
+		err := m.inputReady()
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), want)
+	}
+	m.ConsumerName, m.LeaseTableName = "ab", "leases"
+	require.NoError(t, m.inputReady(), "an explicit lease table frees consumerName from the table rules")
+	m.LeaseTableName = "x"
+	assert.ErrorContains(t, m.inputReady(), "'leaseTableName' must be 3 to 255 characters")
 }
 
 // TestMetadataYAMLMatchesStruct keeps metadata.yaml, the struct and GetComponentMetadata in step.
