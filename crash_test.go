@@ -127,7 +127,7 @@ func (c *child) stop(grace time.Duration) error {
 func TestConsumerKilledMidStreamAnotherTakesOver(t *testing.T) {
 	t.Parallel()
 	srv := localaws.Get(t)
-	stream := newStreamOn(t, srv, 4)
+	stream := localaws.NewStreamOn(t, srv, 4)
 	props := withConsumer(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), modeShared)
 	client := srv.KinesisClient()
 
@@ -173,7 +173,7 @@ func TestProducerKilledWhileCallersWait(t *testing.T) {
 	for path, extra := range outputPaths {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
-			stream := newStreamOn(t, srv, 2)
+			stream := localaws.NewStreamOn(t, srv, 2)
 			proxy := newFaultProxy(t, srv.KinesisEndpoint)
 			proxy.SetLatency(100 * time.Millisecond)
 			props := withProps(serverProps(srv, stream, proxy.URL(), srv.DynamoDBEndpoint), extra)

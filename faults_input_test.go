@@ -41,7 +41,7 @@ const (
 // put paced while it lasts, the fault heals, batch D is put, and everything must arrive.
 func runInputScenario(t *testing.T, mode consumerMode, srv *localaws.Servers, fault inputFault, configure ...func(*AWSKinesis)) atLeastOnce {
 	t.Helper()
-	stream := newStreamOn(t, srv, 2)
+	stream := localaws.NewStreamOn(t, srv, 2)
 	rig := inputRig{
 		srv:     srv,
 		kinesis: newFaultProxy(t, srv.KinesisEndpoint),

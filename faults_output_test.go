@@ -190,7 +190,7 @@ func TestCreateUnderNetworkFaults(t *testing.T) {
 
 			t.Run("latency", func(t *testing.T) {
 				t.Parallel()
-				stream := newStreamOn(t, srv, 2)
+				stream := localaws.NewStreamOn(t, srv, 2)
 				proxy := newFaultProxy(t, srv.KinesisEndpoint)
 				proxy.SetLatency(60 * time.Millisecond)
 				b := newBinding(t, withProps(serverProps(srv, stream, proxy.URL(), srv.DynamoDBEndpoint), extra))
@@ -203,7 +203,7 @@ func TestCreateUnderNetworkFaults(t *testing.T) {
 
 			t.Run("connections cut", func(t *testing.T) {
 				t.Parallel()
-				stream := newStreamOn(t, srv, 2)
+				stream := localaws.NewStreamOn(t, srv, 2)
 				proxy := newFaultProxy(t, srv.KinesisEndpoint)
 				proxy.SetLatency(20 * time.Millisecond) // so that cuts find requests in flight
 				b := newBinding(t, withProps(serverProps(srv, stream, proxy.URL(), srv.DynamoDBEndpoint), extra))
@@ -223,7 +223,7 @@ func TestCreateUnderNetworkFaults(t *testing.T) {
 			t.Run("kinesis restarted", func(t *testing.T) {
 				t.Parallel()
 				srv := privateServers(t)
-				stream := newStreamOn(t, srv, 2)
+				stream := localaws.NewStreamOn(t, srv, 2)
 				b := newBinding(t, withProps(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), extra))
 
 				stop := make(chan struct{})
@@ -252,7 +252,7 @@ func TestCreateUnderNetworkFaults(t *testing.T) {
 func TestCreateThrottledUnderLoad(t *testing.T) {
 	t.Parallel()
 	srv := localaws.Get(t)
-	stream := newStreamOn(t, srv, 2)
+	stream := localaws.NewStreamOn(t, srv, 2)
 	props := withProps(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), outputPaths["PutRecord"])
 
 	// Each record's first 0 to 3 attempts are rejected (by a hash of its data), so every record

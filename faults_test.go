@@ -47,28 +47,6 @@ func privateServers(t testing.TB) *localaws.Servers {
 	return srv
 }
 
-// newStreamOn creates a stream on srv, shared or private, and deletes it when the test ends:
-// kinesis-local slows down as it fills.
-func newStreamOn(t testing.TB, srv *localaws.Servers, shards int32) string {
-	t.Helper()
-	name := localaws.UniqueName(t.Name())
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	client := srv.KinesisClient()
-	require.NoError(t, srv.CreateStream(ctx, client, name, shards))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := client.DeleteStream(ctx, &kinesis.DeleteStreamInput{
-			StreamName: aws.String(name), EnforceConsumerDeletion: aws.Bool(true),
-		})
-		if err != nil {
-			t.Logf("delete stream %s: %v", name, err)
-		}
-	})
-	return name
-}
-
 // serverProps is the component metadata of a binding on srv, reaching Kinesis and DynamoDB at
 // the given endpoints (the servers' own or proxies in front of them).
 func serverProps(srv *localaws.Servers, stream, kinesisEndpoint, dynamoEndpoint string) map[string]string {

@@ -3,8 +3,6 @@
 package kinesis
 
 import (
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,32 +26,7 @@ func TestSharedKilledReplicaIsTakenOver(t *testing.T) {
 		return shProps(t, stream, consumer, "workerID", worker, "leaseDuration", lease.String())
 	}
 
-	var (
-		mu   sync.Mutex
-		puts []shPut
-	)
-	stopPuts := make(chan struct{})
-	putsDone := make(chan struct{})
-	go func() {
-		defer close(putsDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stopPuts:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			for id, key := range keys {
-				p, err := shTryPutOn(t.Context(), client, stream, key, fmt.Sprintf("k-%s-%04d", id, i))
-				if err != nil {
-					t.Errorf("put: %v", err)
-					return
-				}
-				mu.Lock()
-				puts = append(puts, p...)
-				mu.Unlock()
-			}
-		}
-	}()
+	stopPuts := shPutLoop(t, client, stream, keys, "k")
 
 	other := startChild(t, "replica", "consumer", props("child"))
 	require.Eventually(t, func() bool {
@@ -75,13 +48,9 @@ func TestSharedKilledReplicaIsTakenOver(t *testing.T) {
 	t.Logf("takeover %v after SIGKILL (lease %v)", time.Since(killedAt).Round(time.Millisecond), lease)
 
 	time.Sleep(500 * time.Millisecond)
-	close(stopPuts)
-	<-putsDone
+	all := dataOf(stopPuts())
 	for _, data := range other.protocol("R") {
 		rec.add(shCall{data: data, worker: "child"})
 	}
-	mu.Lock()
-	all := dataOf(puts)
-	mu.Unlock()
 	rec.waitDelivered(t, all, 30*time.Second)
 }

@@ -198,6 +198,44 @@ func shData(prefix string, n int) []string {
 	return out
 }
 
+// shPutLoop puts one record per key every 50 ms until the returned function is called; that
+// function stops the loop and returns every record put.
+func shPutLoop(t *testing.T, client *kinesis.Client, stream string, keys map[string]string, prefix string) func() []shPut {
+	var (
+		mu   sync.Mutex
+		puts []shPut
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			for id, key := range keys {
+				p, err := shTryPutOn(t.Context(), client, stream, key, fmt.Sprintf("%s-%s-%04d", prefix, id, i))
+				if err != nil {
+					t.Errorf("put: %v", err)
+					return
+				}
+				mu.Lock()
+				puts = append(puts, p...)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() []shPut {
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return puts
+	}
+}
+
 func dataOf(puts []shPut) []string {
 	out := make([]string, len(puts))
 	for i, p := range puts {
@@ -441,32 +479,7 @@ func TestSharedReplicasShareShardsAndTakeOverAtOnceFromOneClosed(t *testing.T) {
 	}
 
 	rec := &shRecorder{}
-	var (
-		mu   sync.Mutex
-		puts []shPut
-	)
-	stopPuts := make(chan struct{})
-	putsDone := make(chan struct{})
-	go func() {
-		defer close(putsDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stopPuts:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			for id, key := range keys {
-				p, err := shTryPutOn(t.Context(), client, stream, key, fmt.Sprintf("r-%s-%04d", id, i))
-				if err != nil {
-					t.Errorf("put: %v", err)
-					return
-				}
-				mu.Lock()
-				puts = append(puts, p...)
-				mu.Unlock()
-			}
-		}
-	}()
+	stopPuts := shPutLoop(t, client, stream, keys, "r")
 
 	shStart(t, props("r1"), rec.handler("r1"))
 	time.Sleep(2 * time.Second)
@@ -499,11 +512,7 @@ func TestSharedReplicasShareShardsAndTakeOverAtOnceFromOneClosed(t *testing.T) {
 	t.Logf("takeover %v after Close began", time.Since(closing))
 
 	time.Sleep(time.Second)
-	close(stopPuts)
-	<-putsDone
-	mu.Lock()
-	all := dataOf(puts)
-	mu.Unlock()
+	all := dataOf(stopPuts())
 	rec.waitDelivered(t, all, 30*time.Second)
 }
 

@@ -78,7 +78,12 @@ func Get(t testing.TB) *Servers {
 // kinesis-local, waits until it is ACTIVE and deletes it when the test ends.
 func NewStream(t testing.TB, shards int32) string {
 	t.Helper()
-	s := Get(t)
+	return NewStreamOn(t, Get(t), shards)
+}
+
+// NewStreamOn is NewStream on servers of the test's own (started with Start).
+func NewStreamOn(t testing.TB, s *Servers, shards int32) string {
+	t.Helper()
 	client := s.KinesisClient()
 	name := UniqueName(t.Name())
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
