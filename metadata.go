@@ -53,7 +53,7 @@ const (
 	// Upper bounds that catch a unit typed wrong ("10h" for "10s") at Init rather than as a stall.
 	maxInterval       = 10 * time.Minute
 	maxLeaseDuration  = time.Hour
-	maxBatchLinger    = time.Second
+	maxBatchLinger    = time.Minute
 	maxWorkerIDLength = 256
 )
 
