@@ -297,17 +297,7 @@ func TestProcessorSkipsARecordAfterMaxDeliveryAttempts(t *testing.T) {
 func TestProcessorStoppedMidRetryLeavesTheRecordAndDeliversNothingMore(t *testing.T) {
 	t.Parallel()
 	leases := newProcLeases(t)
-	failing := make(chan struct{}, 1)
-	h := &procHandler{fail: func(_ int, r *bindings.ReadResponse) error {
-		if string(r.Data) == "rec-300" {
-			select {
-			case failing <- struct{}{}:
-			default:
-			}
-			return errors.New("app unavailable")
-		}
-		return nil
-	}}
+	h, failing := failingOn("rec-300")
 	d := newProcDelivery(t, h, logger.NewLogger(t.Name()), deliverySettings{retryInitial: 10 * time.Millisecond, retryMax: 10 * time.Millisecond}, leases)
 	p := initialized(d, "")
 
@@ -352,17 +342,7 @@ func TestProcessorMarksAFinishedShard(t *testing.T) {
 func TestProcessorLeavesTheRecordWhenTheLeaseIsLost(t *testing.T) {
 	t.Parallel()
 	leases := newProcLeases(t)
-	failing := make(chan struct{}, 1)
-	h := &procHandler{fail: func(_ int, r *bindings.ReadResponse) error {
-		if string(r.Data) == "rec-300" {
-			select {
-			case failing <- struct{}{}:
-			default:
-			}
-			return errors.New("app unavailable")
-		}
-		return nil
-	}}
+	h, failing := failingOn("rec-300")
 	d := newProcDelivery(t, h, logger.NewLogger(t.Name()), deliverySettings{retryInitial: 10 * time.Millisecond, retryMax: 20 * time.Millisecond}, leases)
 	d.leaseCheck = 0
 	p := initialized(d, "")
@@ -517,4 +497,20 @@ func TestKCLLogLevels(t *testing.T) {
 	for _, c := range cases {
 		assert.Equal(t, c.want, kclLevel(c.level, c.format, c.msg), c.format)
 	}
+}
+
+// failingOn is a handler that always fails the record with the given data, and signals its first
+// failure on the returned channel.
+func failingOn(data string) (*procHandler, <-chan struct{}) {
+	failing := make(chan struct{}, 1)
+	return &procHandler{fail: func(_ int, r *bindings.ReadResponse) error {
+		if string(r.Data) != data {
+			return nil
+		}
+		select {
+		case failing <- struct{}{}:
+		default:
+		}
+		return errors.New("app unavailable")
+	}}, failing
 }
