@@ -46,23 +46,11 @@ var outputPaths = map[string]map[string]string{
 // createLanes runs one caller per lane, each creating records from..to-1 of its lane in order,
 // every call with its own deadline.
 func createLanes(ctx context.Context, b *AWSKinesis, prefix string, lanes, from, to int) []createOutcome {
-	var mu sync.Mutex
-	var out []createOutcome
-	var wg sync.WaitGroup
-	for lane := range lanes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := from; i < to; i++ {
-				o := createOne(ctx, b, laneRecord(prefix, lane, i), laneKey(lane))
-				mu.Lock()
-				out = append(out, o)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return out
+	return eachLane(lanes, func(lane int, add func(createOutcome)) {
+		for i := from; i < to; i++ {
+			add(createOne(ctx, b, laneRecord(prefix, lane, i), laneKey(lane)))
+		}
+	})
 }
 
 func createOne(ctx context.Context, b *AWSKinesis, data, key string) createOutcome {
@@ -79,25 +67,30 @@ func createOne(ctx context.Context, b *AWSKinesis, data, key string) createOutco
 
 // createsUntil keeps creating, one caller per lane, until stop is closed.
 func createsUntil(ctx context.Context, b *AWSKinesis, prefix string, lanes int, stop <-chan struct{}) []createOutcome {
+	return eachLane(lanes, func(lane int, add func(createOutcome)) {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			add(createOne(ctx, b, laneRecord(prefix, lane, i), laneKey(lane)))
+		}
+	})
+}
+
+// eachLane runs caller once per lane, concurrently, and gathers every outcome the callers add.
+func eachLane(lanes int, caller func(lane int, add func(createOutcome))) []createOutcome {
 	var mu sync.Mutex
 	var out []createOutcome
+	add := func(o createOutcome) {
+		mu.Lock()
+		out = append(out, o)
+		mu.Unlock()
+	}
 	var wg sync.WaitGroup
 	for lane := range lanes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o := createOne(ctx, b, laneRecord(prefix, lane, i), laneKey(lane))
-				mu.Lock()
-				out = append(out, o)
-				mu.Unlock()
-			}
-		}()
+		wg.Go(func() { caller(lane, add) })
 	}
 	wg.Wait()
 	return out
