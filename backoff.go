@@ -1,6 +1,7 @@
 package kinesis
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -12,4 +13,16 @@ func jitter(d time.Duration) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(d-half+1)
+}
+
+// sleepCtx waits for d or until ctx ends; it reports whether the full wait elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

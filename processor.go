@@ -312,15 +312,3 @@ func recordFields(pos position, attempt int) map[string]any {
 	}
 	return f
 }
-
-// sleepCtx waits for d or until ctx ends; it reports whether the full wait elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

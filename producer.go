@@ -192,26 +192,17 @@ func (p *producer) putRecord(ctx context.Context, rec *record) putResult {
 	}
 }
 
-// retryThrottled calls fn until it succeeds, fails with an error other than throttling, or the
-// context (or, without a deadline, the retry budget) runs out. The last error is returned.
+// retryThrottled calls fn until it succeeds, fails with an error other than throttling, or ctx ends
+// (callContext gives every call a deadline). The last error is returned.
 func retryThrottled[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, throttleRetryBudget)
-		defer cancel()
-	}
 	wait := throttleRetryFirst
 	for {
 		out, err := fn(ctx)
 		if err == nil || !isRetryable(err) {
 			return out, err
 		}
-		timer := time.NewTimer(jitter(wait))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !sleepCtx(ctx, jitter(wait)) {
 			return out, fmt.Errorf("%w (gave up retrying: %w)", err, context.Cause(ctx))
-		case <-timer.C:
 		}
 		wait = min(2*wait, throttleRetryMax)
 	}

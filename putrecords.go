@@ -172,15 +172,11 @@ func (p *producer) send(ctx context.Context, entries []*pendingRecord) {
 			return
 		}
 		entries = retry
-		timer := time.NewTimer(jitter(wait))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !sleepCtx(ctx, jitter(wait)) {
 			for _, pr := range entries {
 				pr.giveUp(pr.gaveUp(context.Cause(ctx)))
 			}
 			return
-		case <-timer.C:
 		}
 		wait = min(2*wait, throttleRetryMax)
 	}
