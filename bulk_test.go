@@ -298,7 +298,7 @@ func TestBulkCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 	results, _, err := bulkCreate(ctx, b, bulkPayload(maxBatchRecords+1, func(i int) string { return fmt.Sprint(i) }), nil)
 	// Well before the request, which hangs for the rest of the test, could end; the margin is for
 	// a loaded machine under -race.
-	assert.Less(t, time.Since(began), time.Second)
+	assert.Less(t, time.Since(began), 5*time.Second)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "501 of 501 failed")
 	require.Len(t, results, maxBatchRecords+1)

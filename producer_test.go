@@ -223,7 +223,7 @@ func TestCreateThrottledPastTheDeadlineFailsAtTheDeadline(t *testing.T) {
 	require.ErrorIs(t, err, ErrThrottled)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "(the record was not written)")
-	assert.Less(t, took, 1200*time.Millisecond, "answered at the deadline")
+	assert.Less(t, took, 3*time.Second, "answered at the deadline, not after a retry budget of its own")
 	assert.Greater(t, spy.sentKeys()["k"], 2, "throttling is retried until then")
 }
 
