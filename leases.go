@@ -40,6 +40,10 @@ const (
 //     lease could move the new owner's checkpoint and drop a pending steal claim);
 //   - leases without a checkpoint count as assigned when balancing (KCL ignores them, so replicas
 //     never share an idle stream);
+//   - a pending steal claim counts for the claimant when balancing (KCL counts the shard for its
+//     owner until the handover, so a worker claimed one shard per shard sync until its count caught
+//     up, and replicas that joined together stripped the first one of every shard, then stole them
+//     back, again and again);
 //   - shard status is read and written under its lock (KCL writes LeaseTimeout without it);
 //   - once stopping, KCL can take no new lease and renew none, and its waits end;
 //   - it remembers the leases it holds, so that Close can release them even when KCL's worker hangs.
@@ -55,12 +59,17 @@ type leaseStore struct {
 	abortCtx   context.Context //nolint:containedctx // KCL's checkpointer interface passes no context
 	parentPoll time.Duration
 	scanEvery  time.Duration
+	// claimTimeout is how long after the lease's timeout a steal claim still holds (KCL's
+	// LeaseStealingClaimTimeoutMillis).
+	claimTimeout time.Duration
 
-	stopped  atomic.Bool
-	mu       sync.Mutex
-	held     map[string]struct{} // leases this worker holds
-	claimed  map[string]struct{} // steal claims this worker placed and has not turned into leases
-	lastScan time.Time           // only KCL's event loop calls ListActiveWorkers
+	stopped atomic.Bool
+	mu      sync.Mutex
+	held    map[string]struct{}  // leases this worker holds
+	claimed map[string]time.Time // steal claims this worker placed and has not turned into leases, and when
+	// claimants maps each shard with a live steal claim to the claiming worker, as of the last scan.
+	claimants map[string]string
+	lastScan  time.Time // only KCL's event loop calls ListActiveWorkers
 }
 
 var _ chk.Checkpointer = (*leaseStore)(nil)
@@ -160,37 +169,28 @@ func (s *leaseStore) GetLeaseOwner(shardID string) (string, error) {
 	return s.kclStore.GetLeaseOwner(shardID)
 }
 
-// ListActiveWorkers maps each worker to the unfinished shards it holds, reading the table at most
-// every scanEvery. The shards this worker holds keep their local state: it is fresher than a scan.
+// ListActiveWorkers maps each worker to the unfinished shards it holds or has a live steal claim on,
+// reading the table at most every scanEvery. The shards this worker holds keep their local state: it
+// is fresher than a scan.
 func (s *leaseStore) ListActiveWorkers(shards map[string]*par.ShardStatus) (map[string][]*par.ShardStatus, error) {
 	if s.stopping() {
 		return nil, errConsumerStopping
 	}
 	if time.Since(s.lastScan) >= s.scanEvery {
-		items, err := s.scan(s.abortCtx)
-		if err != nil {
+		if err := s.refresh(shards); err != nil {
 			return nil, err
 		}
-		s.lastScan = time.Now()
-		for _, item := range items {
-			id, _ := attrString(item, chk.LeaseKeyKey)
-			shard, ok := shards[id]
-			if !ok || shard.GetLeaseOwner() == s.workerID {
-				continue
-			}
-			owner, _ := attrString(item, chk.LeaseOwnerKey)
-			s.setOwner(shard, owner)
-			if cp, ok := attrString(item, chk.SequenceNumberKey); ok && cp != "" {
-				shard.SetCheckpoint(cp)
-			}
-		}
 	}
+	claimants := s.liveClaimants()
 	workers := map[string][]*par.ShardStatus{}
 	for _, shard := range shards {
 		if shard.GetCheckpoint() == chk.ShardEnd {
 			continue
 		}
 		owner := shard.GetLeaseOwner()
+		if claimant, ok := claimants[shard.ID]; ok {
+			owner = claimant
+		}
 		if owner == "" {
 			// KCL balances only once every shard is taken.
 			return nil, chk.ErrShardNotAssigned
@@ -198,6 +198,72 @@ func (s *leaseStore) ListActiveWorkers(shards map[string]*par.ShardStatus) (map[
 		workers[owner] = append(workers[owner], shard)
 	}
 	return workers, nil
+}
+
+// refresh scans the lease table into the shards' status and the live steal claims.
+func (s *leaseStore) refresh(shards map[string]*par.ShardStatus) error {
+	began := time.Now()
+	items, err := s.scan(s.abortCtx)
+	if err != nil {
+		return err
+	}
+	s.lastScan = began
+	claimants := map[string]string{}
+	for _, item := range items {
+		id, _ := attrString(item, chk.LeaseKeyKey)
+		if claimant := s.liveClaim(item, began); claimant != "" {
+			claimants[id] = claimant
+		}
+		shard, ok := shards[id]
+		if !ok || shard.GetLeaseOwner() == s.workerID {
+			continue
+		}
+		owner, _ := attrString(item, chk.LeaseOwnerKey)
+		s.setOwner(shard, owner)
+		if cp, ok := attrString(item, chk.SequenceNumberKey); ok && cp != "" {
+			shard.SetCheckpoint(cp)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.claimants = claimants
+	for id, at := range s.claimed {
+		// A claim placed before the scan that the table no longer shows was taken over or stomped on.
+		if at.Before(began) && claimants[id] != s.workerID {
+			delete(s.claimed, id)
+		}
+	}
+	return nil
+}
+
+// liveClaimants maps each shard with a live steal claim to its claimant: the claims of the last scan
+// and, fresher, this worker's own.
+func (s *leaseStore) liveClaimants() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	claimants := make(map[string]string, len(s.claimants)+len(s.claimed))
+	for id, claimant := range s.claimants {
+		claimants[id] = claimant
+	}
+	for id := range s.claimed {
+		claimants[id] = s.workerID
+	}
+	return claimants
+}
+
+// liveClaim returns the worker whose steal claim is on the lease, unless the claim has expired by
+// KCL's rule: claimTimeout after the lease's timeout.
+func (s *leaseStore) liveClaim(item map[string]dtypes.AttributeValue, now time.Time) string {
+	claimant, _ := attrString(item, chk.ClaimRequestKey)
+	if claimant == "" {
+		return ""
+	}
+	if lt, ok := attrString(item, chk.LeaseTimeoutKey); ok {
+		if t, err := time.Parse(time.RFC3339Nano, lt); err == nil && t.Add(s.claimTimeout).Before(now) {
+			return ""
+		}
+	}
+	return claimant
 }
 
 // setOwner records the owner read from the table in the shard's status. A lease the table gives
@@ -267,7 +333,7 @@ func (s *leaseStore) ClaimShard(shard *par.ShardStatus, claimID string) error {
 	})
 	if err == nil && claimID == s.workerID {
 		s.mu.Lock()
-		s.claimed[shard.ID] = struct{}{}
+		s.claimed[shard.ID] = time.Now()
 		s.mu.Unlock()
 	}
 	return err
@@ -406,7 +472,7 @@ func (s *leaseStore) getItem(ctx context.Context, shardID string) (map[string]dt
 	return out.Item, nil
 }
 
-// scan reads every lease: shard, owner and checkpoint.
+// scan reads every lease: shard, owner, checkpoint, steal claim and lease timeout.
 func (s *leaseStore) scan(ctx context.Context) ([]map[string]dtypes.AttributeValue, error) {
 	return scanLeases(ctx, s.db, s.table)
 }
@@ -414,10 +480,13 @@ func (s *leaseStore) scan(ctx context.Context) ([]map[string]dtypes.AttributeVal
 func scanLeases(ctx context.Context, db *dynamodb.Client, table string) ([]map[string]dtypes.AttributeValue, error) {
 	var items []map[string]dtypes.AttributeValue
 	in := &dynamodb.ScanInput{
-		TableName:                aws.String(table),
-		ConsistentRead:           aws.Bool(true),
-		ProjectionExpression:     aws.String("#id, #owner, #cp"),
-		ExpressionAttributeNames: map[string]string{"#id": chk.LeaseKeyKey, "#owner": chk.LeaseOwnerKey, "#cp": chk.SequenceNumberKey},
+		TableName:            aws.String(table),
+		ConsistentRead:       aws.Bool(true),
+		ProjectionExpression: aws.String("#id, #owner, #cp, #claim, #timeout"),
+		ExpressionAttributeNames: map[string]string{
+			"#id": chk.LeaseKeyKey, "#owner": chk.LeaseOwnerKey, "#cp": chk.SequenceNumberKey,
+			"#claim": chk.ClaimRequestKey, "#timeout": chk.LeaseTimeoutKey,
+		},
 	}
 	for {
 		out, err := db.Scan(ctx, in)

@@ -41,31 +41,41 @@ type procLeases struct {
 
 func newProcLeases(t *testing.T) *procLeases {
 	t.Helper()
-	srv := localaws.Get(t)
-	db := srv.DynamoDBClient()
-	table := localaws.UniqueName("proc")
-	require.NoError(t, ensureLeaseTable(t.Context(), db, table, logger.NewLogger(t.Name())))
-	t.Cleanup(func() {
-		_, _ = db.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
-	})
-	cfg := config.NewKinesisClientLibConfig("app", "stream", localaws.Region, "me").WithTableName(table)
-	s := &leaseStore{
-		kclStore:   chk.NewDynamoCheckpoint(cfg).WithDynamoDB(db),
-		db:         db,
-		table:      table,
-		workerID:   "me",
-		lineage:    newShardLineage(srv.KinesisClient(), "stream", nil),
-		log:        logger.NewLogger(t.Name()),
-		abortCtx:   t.Context(),
-		parentPoll: 20 * time.Millisecond,
-		scanEvery:  time.Second,
-		held:       map[string]struct{}{},
-		claimed:    map[string]struct{}{},
-	}
+	s := newDynaliteLeaseStore(t, "me", "")
 	l := &procLeases{leaseStore: s, shard: &par.ShardStatus{ID: procShard, Mux: &sync.RWMutex{}, AssignedTo: "me"}}
 	l.setOwner(t, procShard, "me")
 	l.lineage.observe([]types.Shard{{ShardId: aws.String(procShard)}})
 	return l
+}
+
+// newDynaliteLeaseStore is worker's lease store on a lease table on dynalite, a new one when table is
+// "". The table is deleted when the test ends.
+func newDynaliteLeaseStore(t *testing.T, worker, table string) *leaseStore {
+	t.Helper()
+	srv := localaws.Get(t)
+	db := srv.DynamoDBClient()
+	if table == "" {
+		table = localaws.UniqueName("leases")
+		require.NoError(t, ensureLeaseTable(t.Context(), db, table, logger.NewLogger(t.Name())))
+		t.Cleanup(func() {
+			_, _ = db.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+		})
+	}
+	cfg := config.NewKinesisClientLibConfig("app", "stream", localaws.Region, worker).WithTableName(table)
+	return &leaseStore{
+		kclStore:     chk.NewDynamoCheckpoint(cfg).WithDynamoDB(db),
+		db:           db,
+		table:        table,
+		workerID:     worker,
+		lineage:      newShardLineage(srv.KinesisClient(), "stream", nil),
+		log:          logger.NewLogger(t.Name()),
+		abortCtx:     t.Context(),
+		parentPoll:   20 * time.Millisecond,
+		scanEvery:    time.Second,
+		claimTimeout: 10 * time.Second,
+		held:         map[string]struct{}{},
+		claimed:      map[string]time.Time{},
+	}
 }
 
 func (l *procLeases) setOwner(t *testing.T, shardID, owner string) {

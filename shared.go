@@ -94,17 +94,18 @@ func (a *AWSKinesis) startKCL(ctx context.Context, handler bindings.Handler, v k
 		v.configure(cfg)
 	}
 	leases := &leaseStore{
-		kclStore:   chk.NewDynamoCheckpoint(cfg).WithDynamoDB(clients.kclDynamoDB),
-		db:         clients.dynamoDB,
-		table:      table,
-		workerID:   workerID,
-		lineage:    lineage,
-		log:        log,
-		abortCtx:   abortCtx,
-		parentPoll: parentPollInterval,
-		scanEvery:  max(m.ShardSyncInterval, minLeaseScanInterval),
-		held:       map[string]struct{}{},
-		claimed:    map[string]struct{}{},
+		kclStore:     chk.NewDynamoCheckpoint(cfg).WithDynamoDB(clients.kclDynamoDB),
+		db:           clients.dynamoDB,
+		table:        table,
+		workerID:     workerID,
+		lineage:      lineage,
+		log:          log,
+		abortCtx:     abortCtx,
+		parentPoll:   parentPollInterval,
+		scanEvery:    max(m.ShardSyncInterval, minLeaseScanInterval),
+		claimTimeout: time.Duration(cfg.LeaseStealingClaimTimeoutMillis) * time.Millisecond,
+		held:         map[string]struct{}{},
+		claimed:      map[string]time.Time{},
 	}
 	d := newDelivery(ctx, handler, log, m.deliverySettings(), leases)
 	w := worker.NewWorker(d, cfg).WithKinesis(clients.kinesis).WithCheckpointer(leases)

@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"regexp"
@@ -500,6 +501,11 @@ func TestSharedReplicasShareShardsAndTakeOverAtOnceFromOneClosed(t *testing.T) {
 		return fair(owners, "r1", "r2", "r3")
 	}, 15*time.Second, 100*time.Millisecond, "three replicas split four shards 2/1/1 within 15 s of the last joining")
 	t.Logf("fair split after %v", time.Since(lastJoined))
+	settled, _ := shLeases(t, consumer)
+	assert.Never(t, func() bool {
+		owners, _ := shLeases(t, consumer)
+		return !maps.Equal(owners, settled)
+	}, 3*time.Second, 100*time.Millisecond, "the split holds: no lease moves once the shares are fair")
 
 	closing := time.Now()
 	require.NoError(t, r2.Close())
