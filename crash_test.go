@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,6 +89,13 @@ func (c *child) protocol(kind string) []string {
 	return out
 }
 
+// logged reports whether the child wrote a log line containing s.
+func (c *child) logged(s string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.ContainsFunc(c.logs, func(line string) bool { return strings.Contains(line, s) })
+}
+
 func (c *child) waitLine(t *testing.T, kind string, timeout time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(c.protocol(kind)) > 0 }, timeout, 20*time.Millisecond,
@@ -123,12 +131,22 @@ func (c *child) stop(grace time.Duration) error {
 
 // TestConsumerKilledMidStreamAnotherTakesOver: consumer A reads every shard; consumer B joins with
 // the same consumerName; A is SIGKILLed while records are being put. Every record must be
-// delivered by A or B; A's records not yet checkpointed may come again from B.
+// delivered by A or B; A's records not yet checkpointed may come again from B. In extended mode B
+// subscribes to A's shards once their leases expire, after A's last checkpoint.
 func TestConsumerKilledMidStreamAnotherTakesOver(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []consumerMode{modeShared, modeExtended} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			consumerKilledMidStream(t, mode)
+		})
+	}
+}
+
+func consumerKilledMidStream(t *testing.T, mode consumerMode) {
 	srv := localaws.Get(t)
 	stream := localaws.NewStreamOn(t, srv, 4)
-	props := withConsumer(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), modeShared)
+	props := withConsumer(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), mode)
 	client := srv.KinesisClient()
 
 	a := startChild(t, "consumer A", "consumer", props)
@@ -157,6 +175,9 @@ func TestConsumerKilledMidStreamAnotherTakesOver(t *testing.T) {
 	require.NoError(t, b.stop(30*time.Second), "B closes cleanly")
 
 	res := checkNoneLost(t, sent, append(a.protocol("R"), b.protocol("R")...))
+	if mode == modeExtended {
+		assert.True(t, b.logged("Start enhanced fan-out shard consumer"), "B read through SubscribeToShard")
+	}
 	t.Logf("A delivered %d records before it was killed, B %d", killedAt, len(b.protocol("R")))
 	assert.Positive(t, killedAt)
 	assert.Subset(t, b.protocol("R"), more, "records put after the kill come from B")
