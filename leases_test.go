@@ -2,6 +2,8 @@ package kinesis
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 	chk "github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
+
+	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr/components-contrib/bindings"
+	"github.com/dapr/kit/logger"
 )
 
 // putLease writes a shard's whole lease item; claim "" writes none.
@@ -85,4 +91,66 @@ func TestBalancingCountsPendingStealClaimsForTheClaimant(t *testing.T) {
 	// forgotten at the next scan.
 	putLease(t, r2, "shardId-000000000000", "r1", "", leaseEnd)
 	assert.Equal(t, map[string]int{"r1": 3, "r3": 1}, balance(t, r2, r2Shards, true))
+}
+
+// opCounter counts the AWS operations a binding calls, by name, and forwards them.
+type opCounter struct {
+	next  *http.Client
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newOpCounter() *opCounter { return &opCounter{next: &http.Client{}, calls: map[string]int{}} }
+
+func (c *opCounter) Do(req *http.Request) (*http.Response, error) {
+	op := req.Header.Get("X-Amz-Target")
+	op = op[strings.LastIndexByte(op, '.')+1:]
+	c.mu.Lock()
+	c.calls[op]++
+	c.mu.Unlock()
+	return c.next.Do(req)
+}
+
+func (c *opCounter) count(op string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[op]
+}
+
+// Replicas that share a stream must not read, at every shard sync, the leases the others hold:
+// KCL does, twice per shard per tick, which on AWS is paid for (strongly consistent reads) and grows
+// with shards times replicas. Once the shards are split, a replica's lease reads are its renewals.
+func TestSharedReplicasDoNotReadLeasesHeldByOthersAtEveryShardSync(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 8)
+	consumer := localaws.UniqueName("reads")
+	const lease = 3 * time.Second
+	counter := newOpCounter()
+	start := func(worker string, configure func(*AWSKinesis)) {
+		props := shProps(t, stream, consumer, "workerID", worker, "leaseDuration", lease.String())
+		b := NewAWSKinesis(logger.NewLogger(t.Name() + "/" + worker)).(*AWSKinesis)
+		if configure != nil {
+			configure(b)
+		}
+		require.NoError(t, b.Init(t.Context(), bindings.Metadata{Base: metadataBase(props)}))
+		t.Cleanup(func() { _ = b.Close() })
+		require.NoError(t, b.Read(t.Context(), (&shRecorder{}).handler(worker)))
+	}
+	start("counted", func(b *AWSKinesis) { b.sdkHTTPClient = counter })
+	start("other", nil)
+	require.Eventually(t, func() bool {
+		c := ownedBy(shOwners(t, consumer))
+		return c["counted"] == 4 && c["other"] == 4
+	}, 20*time.Second, 100*time.Millisecond, "the replicas split the shards 4/4")
+
+	time.Sleep(time.Second) // the last handover's own reads (fetch, first renewal) are not the steady state
+
+	const window = 4 * time.Second
+	before := counter.count("GetItem")
+	time.Sleep(window)
+	reads := counter.count("GetItem") - before
+	renewals := int(4 * window / (lease / 3))
+	t.Logf("%d lease reads in %v with 4 shards held and 4 held by the other replica (%d renewals)", reads, window, renewals)
+	assert.LessOrEqual(t, reads, renewals+renewals/2, "lease reads beyond the renewals of the shards it holds")
+	assert.Equal(t, map[string]int{"counted": 4, "other": 4}, ownedBy(shOwners(t, consumer)), "the split held")
 }

@@ -275,6 +275,17 @@ func shLeases(t testing.TB, table string) (owners, checkpoints map[string]string
 	return owners, checkpoints
 }
 
+// shClaims counts the leases with a pending steal claim.
+func shClaims(t testing.TB, table string) int {
+	t.Helper()
+	out, err := localaws.Get(t).DynamoDBClient().Scan(t.Context(), &dynamodb.ScanInput{
+		TableName: aws.String(table), ConsistentRead: aws.Bool(true),
+		FilterExpression: aws.String("attribute_exists(" + chk.ClaimRequestKey + ")"),
+	})
+	require.NoError(t, err)
+	return int(out.Count)
+}
+
 func shOwners(t testing.TB, table string) map[string]string {
 	owners, _ := shLeases(t, table)
 	return owners
@@ -496,15 +507,14 @@ func TestSharedReplicasShareShardsAndTakeOverAtOnceFromOneClosed(t *testing.T) {
 		}
 		return len(owners) == 4 && lo >= 1 && hi-lo <= 1
 	}
+	var settled map[string]string
 	require.Eventually(t, func() bool {
-		owners, _ := shLeases(t, consumer)
-		return fair(owners, "r1", "r2", "r3")
-	}, 15*time.Second, 100*time.Millisecond, "three replicas split four shards 2/1/1 within 15 s of the last joining")
+		settled = shOwners(t, consumer)
+		return fair(settled, "r1", "r2", "r3") && shClaims(t, consumer) == 0
+	}, 15*time.Second, 100*time.Millisecond, "three replicas split four shards 2/1/1, with no handover pending, within 15 s of the last joining")
 	t.Logf("fair split after %v", time.Since(lastJoined))
-	settled, _ := shLeases(t, consumer)
 	assert.Never(t, func() bool {
-		owners, _ := shLeases(t, consumer)
-		return !maps.Equal(owners, settled)
+		return !maps.Equal(shOwners(t, consumer), settled)
 	}, 3*time.Second, 100*time.Millisecond, "the split holds: no lease moves once the shares are fair")
 
 	closing := time.Now()
