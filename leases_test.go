@@ -17,8 +17,6 @@ import (
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
-	"github.com/dapr/components-contrib/bindings"
-	"github.com/dapr/kit/logger"
 )
 
 // putLease writes a shard's whole lease item; claim "" writes none.
@@ -126,18 +124,11 @@ func TestSharedReplicasDoNotReadLeasesHeldByOthersAtEveryShardSync(t *testing.T)
 	consumer := localaws.UniqueName("reads")
 	const lease = 3 * time.Second
 	counter := newOpCounter()
-	start := func(worker string, configure func(*AWSKinesis)) {
-		props := shProps(t, stream, consumer, "workerID", worker, "leaseDuration", lease.String())
-		b := NewAWSKinesis(logger.NewLogger(t.Name() + "/" + worker)).(*AWSKinesis)
-		if configure != nil {
-			configure(b)
-		}
-		require.NoError(t, b.Init(t.Context(), bindings.Metadata{Base: metadataBase(props)}))
-		t.Cleanup(func() { _ = b.Close() })
-		require.NoError(t, b.Read(t.Context(), (&shRecorder{}).handler(worker)))
+	props := func(worker string) map[string]string {
+		return shProps(t, stream, consumer, "workerID", worker, "leaseDuration", lease.String())
 	}
-	start("counted", func(b *AWSKinesis) { b.sdkHTTPClient = counter })
-	start("other", nil)
+	shStart(t, props("counted"), (&shRecorder{}).handler("counted"), func(b *AWSKinesis) { b.sdkHTTPClient = counter })
+	shStart(t, props("other"), (&shRecorder{}).handler("other"))
 	require.Eventually(t, func() bool {
 		c := ownedBy(shOwners(t, consumer))
 		return c["counted"] == 4 && c["other"] == 4
