@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr/kit/logger"
 )
 
@@ -48,7 +50,7 @@ func ensureConsumer(ctx context.Context, api streamConsumers, m *kinesisMetadata
 	} else {
 		summary, err := api.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(m.StreamName)})
 		if err != nil {
-			return "", fmt.Errorf("kinesis binding error: describing stream %q: %w", m.StreamName, classifyAWSError(err))
+			return "", fmt.Errorf("kinesis binding error: describing stream %q: %w", m.StreamName, awserr.Classify(err))
 		}
 		in.StreamARN = summary.StreamDescriptionSummary.StreamARN
 		in.ConsumerName = aws.String(m.ConsumerName)
@@ -65,15 +67,15 @@ func ensureConsumer(ctx context.Context, api streamConsumers, m *kinesisMetadata
 			err = fmt.Errorf("kinesis binding error: stream consumer %s is %s", consumerRef(in), status)
 		case errors.Is(err, errConsumerMissing) && m.ConsumerARN == "":
 			if rerr := registerConsumer(ctx, api, in, log); rerr != nil {
-				if !isRetryable(rerr) {
+				if !awserr.IsRetryable(rerr) {
 					return "", rerr
 				}
 				err = rerr
 			}
-		case !isRetryable(err):
+		case !awserr.IsRetryable(err):
 			return "", err
 		}
-		if !sleepCtx(ctx, jitter(wait)) {
+		if !backoff.Sleep(ctx, backoff.Jitter(wait)) {
 			return "", fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
 		}
 		wait = min(2*wait, consumerPollMax)
@@ -90,7 +92,7 @@ func describeConsumer(ctx context.Context, api streamConsumers, in *kinesis.Desc
 		return "", "", fmt.Errorf("kinesis binding error: %w: %s: %w", errConsumerMissing, consumerRef(in), err)
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("kinesis binding error: describing stream consumer %s: %w", consumerRef(in), classifyAWSError(err))
+		return "", "", fmt.Errorf("kinesis binding error: describing stream consumer %s: %w", consumerRef(in), awserr.Classify(err))
 	}
 	d := out.ConsumerDescription
 	return aws.ToString(d.ConsumerARN), d.ConsumerStatus, nil
@@ -108,7 +110,7 @@ func registerConsumer(ctx context.Context, api streamConsumers, in *kinesis.Desc
 	case err != nil:
 		// Throttling (5 registrations per second per stream) is retryable; the 20-consumer limit is not,
 		// but AWS names both LimitExceededException: the caller retries until its deadline.
-		return fmt.Errorf("kinesis binding error: registering stream consumer %s: %w", consumerRef(in), classifyAWSError(err))
+		return fmt.Errorf("kinesis binding error: registering stream consumer %s: %w", consumerRef(in), awserr.Classify(err))
 	}
 	log.Infof("Registered stream consumer %s (%s); it stays registered after Close unless deregisterConsumerOnClose is set",
 		aws.ToString(in.ConsumerName), aws.ToString(out.Consumer.ConsumerARN))
@@ -121,7 +123,7 @@ func deregisterConsumer(ctx context.Context, api streamConsumers, consumerARN st
 	_, err := api.DeregisterStreamConsumer(ctx, &kinesis.DeregisterStreamConsumerInput{ConsumerARN: aws.String(consumerARN)})
 	var notFound *types.ResourceNotFoundException
 	if err != nil && !errors.As(err, &notFound) {
-		return fmt.Errorf("kinesis binding error: deregistering stream consumer %s: %w", consumerARN, classifyAWSError(err))
+		return fmt.Errorf("kinesis binding error: deregistering stream consumer %s: %w", consumerARN, awserr.Classify(err))
 	}
 	return nil
 }

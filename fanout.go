@@ -17,6 +17,8 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr/kit/logger"
 )
 
@@ -183,7 +185,7 @@ func (g *subscribeGuard) failed(shardID string, err error) {
 	st := g.shard(shardID)
 	st.failures++
 	n := st.failures
-	wait := jitter(min(subscribeRetryFirst<<min(n-1, 16), g.retryMax))
+	wait := backoff.Jitter(min(subscribeRetryFirst<<min(n-1, 16), g.retryMax))
 	st.retryAt = time.Now().Add(wait)
 	g.mu.Unlock()
 
@@ -201,7 +203,7 @@ func (g *subscribeGuard) failed(shardID string, err error) {
 // needsOperator tells the failures that retrying does not cure: a consumer or stream that is gone,
 // permissions, credentials, the stream's KMS key.
 func needsOperator(err error) bool {
-	err = classifyAWSError(err)
+	err = awserr.Classify(err)
 	return errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrAccessDenied) ||
 		errors.Is(err, ErrInvalidCredentials) || errors.Is(err, ErrKMS)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr/components-contrib/bindings"
 	awscommon "github.com/dapr/components-contrib/common/aws"
 	"github.com/dapr/components-contrib/health"
@@ -158,7 +159,7 @@ func (a *AWSKinesis) GetComponentMetadata() (info metadata.MetadataMap) {
 type leaveThrottlingToBinding struct{}
 
 func (leaveThrottlingToBinding) IsErrorRetryable(err error) aws.Ternary {
-	if isRetryable(classifyAWSError(err)) {
+	if awserr.IsRetryable(awserr.Classify(err)) {
 		return aws.FalseTernary
 	}
 	return aws.UnknownTernary

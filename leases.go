@@ -14,6 +14,8 @@ import (
 	chk "github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr/kit/logger"
 )
 
@@ -150,7 +152,7 @@ func (s *leaseStore) CheckpointSequence(shard *par.ShardStatus) error {
 			":me": &dtypes.AttributeValueMemberS{Value: s.workerID},
 		},
 	})
-	if isConditionFailed(err) {
+	if awserr.IsConditionFailed(err) {
 		return fmt.Errorf("%w (shard %s)", errLeaseLost, shard.ID)
 	}
 	if err != nil {
@@ -211,7 +213,7 @@ func (s *leaseStore) RemoveLeaseInfo(shardID string) error {
 // RemoveLeaseOwner releases this worker's lease (KCL calls it when a shard consumer ends).
 func (s *leaseStore) RemoveLeaseOwner(shardID string) error {
 	err := s.kclStore.RemoveLeaseOwner(shardID)
-	if err == nil || isConditionFailed(err) {
+	if err == nil || awserr.IsConditionFailed(err) {
 		s.forget(shardID)
 	}
 	return err
@@ -454,7 +456,7 @@ func (s *leaseStore) awaitShardEnd(ctx context.Context, parent, child string) er
 			log.Infof("Waiting until the parent shard has been read to its end")
 			waiting = true
 		}
-		if !sleepCtx(ctx, s.parentPoll) {
+		if !backoff.Sleep(ctx, s.parentPoll) {
 			return ctx.Err()
 		}
 	}
@@ -510,7 +512,7 @@ func (s *leaseStore) removeMine(ctx context.Context, shardID, attr, what string)
 			":me": &dtypes.AttributeValueMemberS{Value: s.workerID},
 		},
 	})
-	if err != nil && !isConditionFailed(err) {
+	if err != nil && !awserr.IsConditionFailed(err) {
 		return fmt.Errorf("kinesis binding error: releasing the %s of shard %s: %w", what, shardID, err)
 	}
 	s.mu.Lock()
@@ -592,7 +594,7 @@ func ensureLeaseTable(ctx context.Context, db *dynamodb.Client, table string, lo
 		})
 		var inUse *dtypes.ResourceInUseException
 		if err != nil && !errors.As(err, &inUse) {
-			return fmt.Errorf("kinesis binding error: creating lease table %s: %w", table, classifyAWSError(err))
+			return fmt.Errorf("kinesis binding error: creating lease table %s: %w", table, awserr.Classify(err))
 		}
 		if err == nil {
 			log.Infof("Created lease table %s (on-demand billing)", table)
@@ -600,7 +602,7 @@ func ensureLeaseTable(ctx context.Context, db *dynamodb.Client, table string, lo
 	}
 	wait := tableActivePollFirst
 	for status != dtypes.TableStatusActive {
-		if !sleepCtx(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return fmt.Errorf("kinesis binding error: lease table %s not ACTIVE (%s): %w", table, status, ctx.Err())
 		}
 		wait = min(2*wait, tableActivePollMax)
@@ -619,7 +621,7 @@ func tableStatus(ctx context.Context, db *dynamodb.Client, table string) (dtypes
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("kinesis binding error: describing lease table %s: %w", table, classifyAWSError(err))
+		return "", fmt.Errorf("kinesis binding error: describing lease table %s: %w", table, awserr.Classify(err))
 	}
 	return out.Table.TableStatus, nil
 }
@@ -634,9 +636,4 @@ func attrString(item map[string]dtypes.AttributeValue, key string) (string, bool
 		return "", false
 	}
 	return v.Value, true
-}
-
-func isConditionFailed(err error) bool {
-	var ccf *dtypes.ConditionalCheckFailedException
-	return errors.As(err, &ccf)
 }

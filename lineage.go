@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
 )
 
 // listingMaxAge is how old our own listing of the stream may be when deciding that a parent shard
@@ -131,7 +133,7 @@ func (l *shardLineage) refresh(ctx context.Context) error {
 	for {
 		out, err := l.client.ListShards(ctx, in)
 		if err != nil {
-			return fmt.Errorf("kinesis binding error: listing the shards of %s: %w", l.stream, classifyAWSError(err))
+			return fmt.Errorf("kinesis binding error: listing the shards of %s: %w", l.stream, awserr.Classify(err))
 		}
 		for _, s := range out.Shards {
 			id := aws.ToString(s.ShardId)

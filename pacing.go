@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 )
 
 // minGetRecordsGap spaces one shard's GetRecords calls: AWS allows 5 per second per shard. A little
@@ -70,7 +72,7 @@ func (p *getRecordsPacer) wait(ctx context.Context, iterator *string) string {
 	}
 	p.mu.Unlock()
 	if ok {
-		sleepCtx(ctx, time.Until(until))
+		backoff.Sleep(ctx, time.Until(until))
 	}
 	return o.shardID
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -239,9 +240,9 @@ func (p *shardProcessor) deliver(rec *types.Record, pos position) bool {
 			log.Errorf("Handler failed %d times, skipping the record: %v", attempt, err)
 			return true
 		}
-		wait := jitter(delay)
+		wait := backoff.Jitter(delay)
 		log.Warnf("Handler failed, delivering the record again in %v: %v", wait, err)
-		if !sleepCtx(p.d.stopCtx, wait) {
+		if !backoff.Sleep(p.d.stopCtx, wait) {
 			log.Debugf("Retry interrupted by shutdown, the record will be delivered again")
 			return false
 		}

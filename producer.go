@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -185,7 +187,7 @@ func (p *producer) putRecord(ctx context.Context, rec *record) putResult {
 	switch {
 	case err == nil:
 		return putResult{shardID: aws.ToString(out.ShardId), sequenceNumber: aws.ToString(out.SequenceNumber)}
-	case isRetryable(err): // throttled to the end: the last attempt was rejected
+	case awserr.IsRetryable(err): // throttled to the end: the last attempt was rejected
 		return putResult{err: notWritten(err)}
 	default:
 		return putResult{err: requestOutcome(err)}
@@ -198,10 +200,10 @@ func retryThrottled[T any](ctx context.Context, fn func(context.Context) (T, err
 	wait := throttleRetryFirst
 	for {
 		out, err := fn(ctx)
-		if err == nil || !isRetryable(err) {
+		if err == nil || !awserr.IsRetryable(err) {
 			return out, err
 		}
-		if !sleepCtx(ctx, jitter(wait)) {
+		if !backoff.Sleep(ctx, backoff.Jitter(wait)) {
 			return out, fmt.Errorf("%w (gave up retrying: %w)", err, context.Cause(ctx))
 		}
 		wait = min(2*wait, throttleRetryMax)
@@ -257,7 +259,7 @@ func (p *producer) maxRecordSize(ctx context.Context) (int, error) {
 		StreamName: aws.String(p.meta.StreamName),
 	})
 	if err != nil {
-		return 0, classifyAWSError(err)
+		return 0, awserr.Classify(err)
 	}
 	limit := defaultMaxRecordSize
 	if s := out.StreamDescriptionSummary; s != nil && s.MaxRecordSizeInKiB != nil && *s.MaxRecordSizeInKiB > 0 {

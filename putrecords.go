@@ -12,6 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	smithy "github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/backoff"
 )
 
 // PutRecords limits (AWS documentation). The 5 MiB count data and partition keys, not hash keys.
@@ -111,7 +114,7 @@ func maybeWritten(err error) error { return &unconfirmedError{err: err, maybeWri
 // requestError classifies a failed request and, when ctx ended it, says why ctx ended (the binding
 // closing, say), which the SDK's plain context.Canceled hides.
 func requestError(ctx context.Context, err error) error {
-	err = classifyAWSError(err)
+	err = awserr.Classify(err)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
@@ -172,7 +175,7 @@ func (p *producer) send(ctx context.Context, entries []*pendingRecord) {
 			return
 		}
 		entries = retry
-		if !sleepCtx(ctx, jitter(wait)) {
+		if !backoff.Sleep(ctx, backoff.Jitter(wait)) {
 			for _, pr := range entries {
 				pr.giveUp(pr.gaveUp(context.Cause(ctx)))
 			}
@@ -212,7 +215,7 @@ func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 	}
 	if err != nil {
 		err = requestError(ctx, err)
-		if isRetryable(err) { // the whole request was throttled: nothing was written
+		if awserr.IsRetryable(err) { // the whole request was throttled: nothing was written
 			return requeue(live, err)
 		}
 		for _, pr := range live {
@@ -239,7 +242,7 @@ func (p *producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pending
 	out, err := p.client.PutRecord(ctx, putRecordInput(p.meta.StreamName, pr.rec))
 	if err != nil {
 		err = requestError(ctx, err)
-		if isRetryable(err) {
+		if awserr.IsRetryable(err) {
 			return requeue(pr.one(), err)
 		}
 		pr.answer(putResult{err: requestOutcome(err)})

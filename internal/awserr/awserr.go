@@ -1,0 +1,98 @@
+// Package awserr names what went wrong in an AWS call in terms an operator acts on: sentinels callers
+// test with errors.Is, wrapped around the SDK error so that both the class and the detail stay in
+// the chain.
+package awserr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go"
+)
+
+// Sentinels callers can test with errors.Is; Classify wraps the SDK error under one of them.
+var (
+	ErrStreamNotFound      = errors.New("stream not found")
+	ErrAccessDenied        = errors.New("access denied")
+	ErrThrottled           = errors.New("throughput exceeded")
+	ErrKMS                 = errors.New("KMS key unusable")
+	ErrInvalidCredentials  = errors.New("invalid credentials")
+	ErrEndpointUnreachable = errors.New("endpoint unreachable")
+)
+
+// Classify wraps err under the sentinel of its class; errors of no known class are returned as they are.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		notFound   *types.ResourceNotFoundException
+		denied     *types.AccessDeniedException
+		throughput *types.ProvisionedThroughputExceededException
+		kmsThrottl *types.KMSThrottlingException
+		limit      *types.LimitExceededException
+		kmsDenied  *types.KMSAccessDeniedException
+		kmsOff     *types.KMSDisabledException
+		kmsState   *types.KMSInvalidStateException
+		kmsMissing *types.KMSNotFoundException
+		kmsOptIn   *types.KMSOptInRequired
+		opErr      *net.OpError
+		dnsErr     *net.DNSError
+		apiErr     smithy.APIError
+	)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.As(err, &notFound):
+		return fmt.Errorf("%w: %w", ErrStreamNotFound, err)
+	case errors.As(err, &denied):
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
+	case errors.As(err, &throughput), errors.As(err, &kmsThrottl), errors.As(err, &limit):
+		return fmt.Errorf("%w: %w", ErrThrottled, err)
+	case errors.As(err, &kmsDenied), errors.As(err, &kmsOff), errors.As(err, &kmsState),
+		errors.As(err, &kmsMissing), errors.As(err, &kmsOptIn):
+		return fmt.Errorf("%w: %w", ErrKMS, err)
+	case errors.As(err, &apiErr) && isCredentialsErrorCode(apiErr.ErrorCode()):
+		return fmt.Errorf("%w: %w", ErrInvalidCredentials, err)
+	case errors.As(err, &apiErr) && isThrottleErrorCode(apiErr.ErrorCode()):
+		return fmt.Errorf("%w: %w", ErrThrottled, err)
+	case errors.As(err, &dnsErr), errors.As(err, &opErr):
+		return fmt.Errorf("%w: %w", ErrEndpointUnreachable, err)
+	}
+	return err
+}
+
+func isCredentialsErrorCode(code string) bool {
+	switch code {
+	case "UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignature",
+		"MissingAuthenticationToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch":
+		return true
+	}
+	return false
+}
+
+func isThrottleErrorCode(code string) bool {
+	switch code {
+	case "ThrottlingException", "Throttling", "RequestLimitExceeded", "SlowDown",
+		// DynamoDB's, for the lease table.
+		"ProvisionedThroughputExceededException", "ThrottledException":
+		return true
+	}
+	return false
+}
+
+// IsRetryable tells whether an operation that failed with err (as Classify returns it) may succeed if
+// tried again unchanged.
+func IsRetryable(err error) bool {
+	return errors.Is(err, ErrThrottled)
+}
+
+// IsConditionFailed reports whether a DynamoDB write was refused by its condition.
+func IsConditionFailed(err error) bool {
+	var ccf *dtypes.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
