@@ -143,7 +143,7 @@ func (f *shardEndFake) subscribe(req *http.Request) *http.Response {
 	if err != nil {
 		panic(err)
 	}
-	stream := eventFrame(subscribeToShardEvent, event)
+	stream := eventFrame("SubscribeToShardEvent", event)
 	return &http.Response{
 		StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header:  http.Header{"Content-Type": []string{"application/vnd.amazon.eventstream"}},

@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	chk "github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
@@ -135,11 +135,12 @@ func TestExtendedDeliversThroughFanOutWithReadMetadata(t *testing.T) {
 
 // TestExtendedReconnectMidStreamDeliversEveryRecordOnce cuts the connection under every open
 // subscription, several times while records are put: once right after subscribing, before the
-// first event, when KCL has no continuation sequence number and, the shard having no checkpoint
-// yet, starts again from initialPosition (LATEST here: records put after Read returned must not be
-// skipped), and then mid-stream, when KCL resubscribes after the continuation sequence number.
+// first event, when the reader has no continuation sequence number and, the shard having no
+// checkpoint yet, starts again from initialPosition (LATEST here: records put after Read returned
+// must not be skipped), and then mid-stream, when it resubscribes after the continuation sequence
+// number.
 // kinesis-local takes a second or more to notice a broken connection and refuses the new
-// subscription meanwhile (ResourceInUseException), so the guard's backoff is exercised too. With
+// subscription meanwhile (ResourceInUseException), so the reader's backoff is exercised too. With
 // a handler that always succeeds, every record must arrive exactly once, in order per partition key.
 func TestExtendedReconnectMidStreamDeliversEveryRecordOnce(t *testing.T) {
 	t.Parallel()
@@ -317,9 +318,9 @@ func TestExtendedReplicasSplitTheShardsAndTakeOverAKilledOne(t *testing.T) {
 		items, err := scanLeases(context.Background(), localaws.Get(t).DynamoDBClient(), props["consumerName"])
 		t.Logf("lease table at the failure (scan error: %v):", err)
 		for _, item := range items {
-			id, _ := attrString(item, chk.LeaseKeyKey)
-			owner, _ := attrString(item, chk.LeaseOwnerKey)
-			cp, _ := attrString(item, chk.SequenceNumberKey)
+			id, _ := attrString(item, leases.AttrShardID)
+			owner, _ := attrString(item, leases.AttrOwner)
+			cp, _ := attrString(item, leases.AttrCheckpoint)
 			t.Logf("  %s owner=%q checkpoint=%q", id, owner, cp)
 		}
 	})
@@ -356,7 +357,7 @@ func missingFromBoth(want []string, a, b *recorder) []string {
 	return out
 }
 
-// TestExtendedConsumerRegistration covers the stream consumer's lifecycle without a KCL worker.
+// TestExtendedConsumerRegistration covers the stream consumer's lifecycle without a consumer running.
 func TestExtendedConsumerRegistration(t *testing.T) {
 	t.Parallel()
 	stream := localaws.NewStream(t, 1)
@@ -479,14 +480,15 @@ func TestExtendedSubscribeThrottlingBacksOff(t *testing.T) {
 	require.Greater(t, len(calls), rejected)
 	for i := 1; i <= rejected; i++ {
 		gap := calls[i].Sub(calls[i-1])
-		// The jittered backoff is at least half of 1 s, 2 s, ... capped at half the 3 s lease.
-		want := min(time.Duration(1<<(i-1))*subscribeRetryFirst, 1500*time.Millisecond) / 2
+		// The jittered backoff is at least half of 1 s, 2 s, 4 s, ..., and never less than AWS's 1 s
+		// between two calls.
+		want := max(time.Duration(1<<(i-1))*time.Second/2, time.Second)
 		assert.GreaterOrEqual(t, gap, want-50*time.Millisecond, "call %d came %v after the one before", i, gap)
 	}
 	out := logs.String()
-	assert.Equal(t, 1, strings.Count(out, "Subscription to the shard failed;"), "one warning for the episode")
+	assert.Equal(t, 1, strings.Count(out, "Subscribing to the shard failed, retrying with backoff"), "one warning for the episode")
 	assert.Contains(t, out, "LimitExceededException")
-	assert.Equal(t, 1, strings.Count(out, "Subscription to the shard recovered after 4 failed attempts"))
+	assert.Equal(t, 1, strings.Count(out, "Subscribing to the shard works again after 4 failed attempts"))
 }
 
 // Not parallel: the conformance suite keeps state in package variables.

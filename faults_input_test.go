@@ -30,8 +30,8 @@ type inputFault func(t *testing.T, rig inputRig) (heal func())
 
 const (
 	faultLanes = 4
-	// Delivery waits are generous: KCL takes a lease per shard-sync tick, and a lease lost to a
-	// fault is retaken only once it expires; the machine is a loaded 2-core box.
+	// Delivery waits are generous: a lease lost to a fault is retaken only once it expires, and the
+	// machine is a loaded 2-core box.
 	firstDeliveryTimeout = 60 * time.Second
 	recoveryTimeout      = 90 * time.Second
 )

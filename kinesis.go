@@ -1,6 +1,7 @@
 // Package kinesis is Dapr's bindings.aws.kinesis component: an output binding that puts records on an
-// AWS Kinesis data stream and an input binding that consumes it, in shared mode through KCL leases
-// and checkpoints in DynamoDB, or in extended mode through enhanced fan-out.
+// AWS Kinesis data stream and an input binding that consumes it, under shard leases and checkpoints
+// kept in a DynamoDB lease table, by polling (shared mode) or through enhanced fan-out (extended
+// mode). The consumer engine is under internal/ (engine, leases, shardread, delivery).
 package kinesis
 
 import (
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -20,7 +22,6 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr/components-contrib/bindings"
-	awscommon "github.com/dapr/components-contrib/common/aws"
 	"github.com/dapr/components-contrib/health"
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/kit/logger"
@@ -35,7 +36,8 @@ type AWSKinesis struct {
 	client        *kinesis.Client
 	dynamoDB      *dynamodb.Client
 	producer      *producer
-	sdkHTTPClient aws.HTTPClient // test seam only: set by tests in this package, never by metadata
+	sdkHTTPClient aws.HTTPClient   // test seam only: set by tests in this package, never by metadata
+	wallClock     func() time.Time // test seam only: the clock lease timeouts are written with
 
 	closed   atomic.Bool
 	closeCh  chan struct{}
@@ -64,7 +66,7 @@ func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := awscommon.NewConfig(ctx, m.authOptions(a.logger, md.Properties))
+	cfg, err := newAWSConfig(ctx, m.authOptions(a.logger, md.Properties))
 	if err != nil {
 		return fmt.Errorf("kinesis binding error: loading AWS configuration: %w", err)
 	}

@@ -18,7 +18,7 @@ import (
 type consumerMode string
 
 const (
-	// modeShared polls with GetRecords through KCL leases (the upstream default).
+	// modeShared polls with GetRecords under shard leases (the upstream default).
 	modeShared consumerMode = "shared"
 	// modeExtended reads through enhanced fan-out (SubscribeToShard).
 	modeExtended consumerMode = "extended"
@@ -33,11 +33,12 @@ const (
 	positionAtTimestamp initialPosition = "AT_TIMESTAMP"
 )
 
-// Defaults. The KCL ones are tuned for a start in seconds and low latency while staying within AWS's
-// read limit of 5 GetRecords calls per second per shard.
+// Defaults. The input ones are tuned for a start in seconds and low latency while staying within
+// AWS's read limit of 5 GetRecords calls per second per shard; maxRecords is AWS's own maximum, so
+// that a consumer catching up after an outage reads as fast as the shard allows.
 const (
 	defaultPollInterval         = 250 * time.Millisecond
-	defaultMaxRecords           = 1000
+	defaultMaxRecords           = 10000
 	defaultLeaseDuration        = 10 * time.Second
 	defaultShardSyncInterval    = 500 * time.Millisecond
 	defaultRetryInitialInterval = 100 * time.Millisecond
@@ -203,6 +204,11 @@ func (m *kinesisMetadata) validateInput() error {
 	}
 	if m.ShardSyncInterval < 100*time.Millisecond || m.ShardSyncInterval > maxInterval {
 		return fmt.Errorf("'shardSyncInterval' must be between 100ms and %s", maxInterval)
+	}
+	if m.ShardSyncInterval > m.LeaseDuration/2 {
+		// A lease handed over waits for the claimant's next pass; other replicas judge it dead after
+		// leaseDuration, so passes must come well within it.
+		return fmt.Errorf("'shardSyncInterval' (%s) must be at most half of 'leaseDuration' (%s)", m.ShardSyncInterval, m.LeaseDuration)
 	}
 	if m.RetryInitialInterval <= 0 {
 		return errors.New("'retryInitialInterval' must be greater than 0")

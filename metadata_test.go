@@ -26,7 +26,7 @@ func TestParseMetadataDefaults(t *testing.T) {
 	assert.Equal(t, 10*time.Second, m.RetryMaxInterval)
 	assert.Zero(t, m.MaxDeliveryAttempts)
 	assert.Equal(t, 250*time.Millisecond, m.PollInterval)
-	assert.Equal(t, 1000, m.MaxRecords)
+	assert.Equal(t, 10000, m.MaxRecords)
 	assert.False(t, m.DeregisterConsumerOnClose)
 	assert.Equal(t, 2*time.Millisecond, m.BatchLinger)
 	assert.Equal(t, 16, m.MaxInFlightBatches)
@@ -130,6 +130,7 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"lease negative", map[string]string{"streamName": "s", "leaseDuration": "-10s"}, "'leaseDuration' must be between 1s"},
 		{"lease not a duration", map[string]string{"streamName": "s", "leaseDuration": "soon"}, "leaseDuration"},
 		{"sync too short", map[string]string{"streamName": "s", "shardSyncInterval": "1ms"}, "'shardSyncInterval' must be between 100ms and 10m0s"},
+		{"sync not within the lease", map[string]string{"streamName": "s", "shardSyncInterval": "6s", "leaseDuration": "10s"}, "'shardSyncInterval' (6s) must be at most half of 'leaseDuration' (10s)"},
 		{"retry zero", map[string]string{"streamName": "s", "retryInitialInterval": "0s"}, "'retryInitialInterval' must be greater than 0"},
 		{"retry max below initial", map[string]string{"streamName": "s", "retryInitialInterval": "2s", "retryMaxInterval": "1s"}, "'retryMaxInterval' must be at least 'retryInitialInterval'"},
 		{"attempts negative", map[string]string{"streamName": "s", "maxDeliveryAttempts": "-1"}, "'maxDeliveryAttempts' must not be negative"},

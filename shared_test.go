@@ -22,12 +22,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kplrecords "github.com/awslabs/kinesis-aggregation/go/v2/records"
 	"github.com/golang/protobuf/proto" //nolint:staticcheck // the KPL record types are generated for it
-	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	chk "github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	"go.uber.org/goleak"
 
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
@@ -35,7 +34,7 @@ import (
 	"github.com/dapr/kit/logger"
 )
 
-// Shared-mode tests run KCL against kinesis-local and dynalite. Leases are short (3-6 s) and shard
+// Shared-mode tests run the engine against kinesis-local and dynalite. Leases are short (3-6 s) and shard
 // syncs frequent so that the tests stay quick; the time bounds asserted are the contract's (start,
 // takeover, Close), with margins for a loaded two-core machine.
 
@@ -267,11 +266,11 @@ func shLeases(t testing.TB, table string) (owners, checkpoints map[string]string
 	}
 	require.NoError(t, err)
 	for _, item := range items {
-		id, _ := attrString(item, chk.LeaseKeyKey)
-		if o, ok := attrString(item, chk.LeaseOwnerKey); ok {
+		id, _ := attrString(item, leases.AttrShardID)
+		if o, ok := attrString(item, leases.AttrOwner); ok {
 			owners[id] = o
 		}
-		if cp, ok := attrString(item, chk.SequenceNumberKey); ok {
+		if cp, ok := attrString(item, leases.AttrCheckpoint); ok {
 			checkpoints[id] = cp
 		}
 	}
@@ -285,7 +284,7 @@ func shClaims(t testing.TB, table string) int {
 	require.NoError(t, err)
 	n := 0
 	for _, item := range items {
-		if _, ok := attrString(item, chk.ClaimRequestKey); ok {
+		if _, ok := attrString(item, leases.AttrClaim); ok {
 			n++
 		}
 	}
@@ -592,7 +591,8 @@ func TestSharedSplitAndMergeDeliverParentsBeforeChildren(t *testing.T) {
 	childKeys := shShardKeys(t, client, stream)
 	require.Len(t, childKeys, 2)
 	// The children by hash range. The merge makes low the merged shard's parent and high its
-	// adjacent parent, which KCL does not wait for: high is made much slower than low.
+	// adjacent parent: high is made much slower than low, so a child that waited for one parent only
+	// would start too early.
 	var low, high string
 	for id, key := range childKeys {
 		if key == "0" {
@@ -672,7 +672,7 @@ func TestSharedCloseReturnsInTimeWithAHandlerThatIgnoresItsContext(t *testing.T)
 	err := b1.Close()
 	took := time.Since(closing)
 	assert.Less(t, took, 5*time.Second, "Close returns within 5 s")
-	assert.Error(t, err, "Close reports that KCL could not stop")
+	assert.Error(t, err, "Close reports the handler call that did not return")
 	t.Logf("Close took %v: %v", took, err)
 	owners, _ := shLeases(t, consumer)
 	assert.Zero(t, ownedBy(owners)["b1"], "the closed binding's leases are released, the stuck shard's too")
@@ -742,7 +742,7 @@ func TestSharedCloseLetsTheHandlerInFlightFinishAndCheckpointsIt(t *testing.T) {
 }
 
 // Not parallel: it checks that no goroutine outlives Close, so nothing else may run.
-func TestSharedCloseStopsAWorkerWaitingForAParentAndLeavesNoGoroutine(t *testing.T) {
+func TestSharedCloseWhileAParentBlocksItsChildrenLeavesNoGoroutine(t *testing.T) {
 	srv := localaws.Get(t)
 	stream := localaws.NewStream(t, 1)
 	client := srv.KinesisClient()
@@ -772,15 +772,16 @@ func TestSharedCloseStopsAWorkerWaitingForAParentAndLeavesNoGoroutine(t *testing
 		return n >= 2
 	}, 20*time.Second, 20*time.Millisecond)
 
-	// The parent cannot finish; its children wait for it, in KCL's waitOnParentShard, which ignores
-	// the worker's stop signal.
+	// The parent cannot finish, so its children are not leased: the worker holds only the parent,
+	// retrying the poison record.
 	mid := new(big.Int).Lsh(big.NewInt(1), 127).String()
 	_, err := client.SplitShard(t.Context(), &kinesis.SplitShardInput{StreamName: aws.String(stream), ShardToSplit: aws.String(parent), NewStartingHashKey: aws.String(mid)})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	require.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 20*time.Second, 20*time.Millisecond)
+	assert.Never(t, func() bool {
 		owners, _ := shLeases(t, consumer)
-		return len(owners) == 3 && ownedBy(owners)["w"] == 3
-	}, 20*time.Second, 50*time.Millisecond, "the worker leases the children")
+		return len(owners) != 1 || owners[parent] != "w"
+	}, time.Second, 50*time.Millisecond, "the children wait for their unfinished parent")
 	time.Sleep(300 * time.Millisecond)
 
 	closing := time.Now()
@@ -793,39 +794,6 @@ func TestSharedCloseStopsAWorkerWaitingForAParentAndLeavesNoGoroutine(t *testing
 		c.CloseIdleConnections() // the test's own client
 	}
 	goleak.VerifyNone(t, ignore)
-}
-
-// Not parallel: it redirects logrus' global logger.
-func TestSharedKCLLogsGoThroughTheDaprLogger(t *testing.T) {
-	std := logrus.StandardLogger()
-	stdOut := &syncBuffer{}
-	prevOut, prevLevel := std.Out, std.GetLevel()
-	std.SetOutput(stdOut)
-	std.SetLevel(logrus.DebugLevel) // KCL's lease renewals log at debug
-	t.Cleanup(func() {
-		std.SetOutput(prevOut)
-		std.SetLevel(prevLevel)
-	})
-
-	stream := localaws.NewStream(t, 1)
-	client := localaws.Get(t).KinesisClient()
-	consumer := localaws.UniqueName("logs")
-	log, daprOut := capturedLogger(t)
-	b := NewAWSKinesis(log).(*AWSKinesis)
-	require.NoError(t, b.Init(t.Context(), bindings.Metadata{Base: metadataBase(shProps(t, stream, consumer, "leaseDuration", "1500ms"))}))
-	rec := &shRecorder{}
-	require.NoError(t, b.Read(t.Context(), rec.handler("b")))
-	shPutOn(t, client, stream, "0", "x")
-	rec.waitDelivered(t, []string{"x"}, 20*time.Second)
-	require.Eventually(t, func() bool {
-		return strings.Contains(daprOut.String(), "KCL: Refreshing lease on shard")
-	}, 10*time.Second, 50*time.Millisecond, "KCL's global-logger renewals reach the Dapr logger")
-	require.NoError(t, b.Close())
-	logrus.Info("not from KCL")
-
-	assert.Contains(t, daprOut.String(), "KCL: Start polling shard consumer")
-	assert.NotContains(t, stdOut.String(), "lease", "no KCL output on logrus' global logger")
-	assert.Contains(t, stdOut.String(), "not from KCL", "other users of the global logger are untouched")
 }
 
 // Not parallel: the conformance suite keeps state in package variables.
@@ -954,66 +922,28 @@ func TestSharedChildrenOfAShardReadBeforeStartFromTheirFirstRecord(t *testing.T)
 	assert.Equal(t, 1, rec.delivered()["before"])
 }
 
-func TestSharedIteratorStartsAreAdapted(t *testing.T) {
+func TestSharedUndecodableAggregateIsDeliveredAsStoredAndSaysSo(t *testing.T) {
 	t.Parallel()
-	lin := newShardLineage(nil, "s", map[string]bool{"p": true})
-	lin.observe([]types.Shard{
-		{ShardId: aws.String("p")},
-		{ShardId: aws.String("c"), ParentShardId: aws.String("p")},
-		{ShardId: aws.String("g"), ParentShardId: aws.String("x"), AdjacentParentShardId: aws.String("c")},
-		{ShardId: aws.String("root")},
-	})
-	ts := time.Now()
-	it := func(shard string, typ types.ShardIteratorType, seq string) *kinesis.GetShardIteratorInput {
-		in := &kinesis.GetShardIteratorInput{ShardId: aws.String(shard), ShardIteratorType: typ}
-		if seq != "" {
-			in.StartingSequenceNumber = aws.String(seq)
-		}
-		if typ == types.ShardIteratorTypeAtTimestamp {
-			in.Timestamp = &ts
-		}
-		return in
-	}
-
-	got := adaptIteratorStart(it("root", types.ShardIteratorTypeAfterSequenceNumber, "123:4"), lin)
-	assert.Equal(t, types.ShardIteratorTypeAtSequenceNumber, got.ShardIteratorType, "inside an aggregate: AT its record")
-	assert.Equal(t, "123", aws.ToString(got.StartingSequenceNumber))
-	plain := it("root", types.ShardIteratorTypeAfterSequenceNumber, "123")
-	assert.Same(t, plain, adaptIteratorStart(plain, lin))
-
-	for _, shard := range []string{"c", "g"} {
-		got = adaptIteratorStart(it(shard, types.ShardIteratorTypeAtTimestamp, ""), lin)
-		assert.Equal(t, types.ShardIteratorTypeTrimHorizon, got.ShardIteratorType, "%s descends from a shard read before", shard)
-		assert.Nil(t, got.Timestamp)
-	}
-	root := it("root", types.ShardIteratorTypeAtTimestamp, "")
-	assert.Same(t, root, adaptIteratorStart(root, lin), "a shard without read ancestors starts at initialPosition")
-
-	sub := adaptSubscribeStart(&kinesis.SubscribeToShardInput{ShardId: aws.String("root"), StartingPosition: &types.StartingPosition{
-		Type: types.ShardIteratorTypeAfterSequenceNumber, SequenceNumber: aws.String("9:0"),
-	}}, lin)
-	assert.Equal(t, types.ShardIteratorTypeAtSequenceNumber, sub.StartingPosition.Type)
-	assert.Equal(t, "9", aws.ToString(sub.StartingPosition.SequenceNumber))
-}
-
-func TestSharedUndecodableAggregateCostsOnlyItself(t *testing.T) {
-	t.Parallel()
+	stream := localaws.NewStream(t, 1)
+	client := localaws.Get(t).KinesisClient()
+	consumer := localaws.UniqueName("badagg")
 	body := []byte{0xff, 0xff, 0xff} // not a protobuf message
 	sum := md5.Sum(body)
 	bad := append(append([]byte("\xf3\x89\x9a\xc2"), body...), sum[:]...)
-	recs := []types.Record{
-		{SequenceNumber: aws.String("1"), Data: kplAggregate(t, "a", "b")},
-		{SequenceNumber: aws.String("2"), Data: bad},
-		{SequenceNumber: aws.String("3"), Data: []byte("plain")},
+	for _, data := range [][]byte{kplAggregate(t, "a", "b"), bad, []byte("plain")} {
+		_, err := client.PutRecord(t.Context(), &kinesis.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String("k"), Data: data})
+		require.NoError(t, err)
 	}
-	log, logs := capturedLogger(t)
-	log.EnableJSONOutput(true)
 
-	kept := dropUndecodableAggregates(recs, "shardId-000000000001", log)
-	require.Len(t, kept, 2)
-	assert.Equal(t, "1", aws.ToString(kept[0].SequenceNumber))
-	assert.Equal(t, "3", aws.ToString(kept[1].SequenceNumber))
-	assert.Contains(t, logs.String(), `"sequenceNumber":"2"`)
-	assert.Contains(t, logs.String(), `"level":"error"`)
-	assert.Equal(t, recs[:1], dropUndecodableAggregates(recs[:1], "s", log), "nothing to drop: the answer as it was")
+	rec := &shRecorder{}
+	shStart(t, shProps(t, stream, consumer), rec.handler("b"))
+	rec.waitDelivered(t, []string{"a", "b", string(bad), "plain"}, 20*time.Second)
+	calls := rec.snapshot()
+	require.Len(t, calls, 4, "nothing dropped, nothing delivered twice")
+	assert.Equal(t, string(bad), calls[2].data, "the undecodable record comes in its place, as it was stored")
+	assert.Contains(t, calls[2].md["kplAggregateError"], "malformed KPL aggregate")
+	assert.NotContains(t, calls[2].md, "subSequenceNumber")
+	for _, c := range []shCall{calls[0], calls[1], calls[3]} {
+		assert.NotContains(t, c.md, "kplAggregateError", c.data)
+	}
 }

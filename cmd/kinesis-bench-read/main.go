@@ -3,13 +3,16 @@
 //
 //   - latency: records are put at a steady rate on a stream the binding already reads; for each, the
 //     time from just before its PutRecords call to the handler receiving it (p50, p99, max);
-//   - drain: a stream is filled first, then the binding reads it from TRIM_HORIZON; the rate is the
-//     records delivered between the first and the last delivery, per second.
+//   - drain: a stream is filled first, then read twice from TRIM_HORIZON: by a bare GetRecords loop
+//     that keeps AWS's limits (per shard at most 5 calls a second, 10,000 records a call), and by the
+//     binding; each rate is the records read from the start of the read (Read's call for the binding)
+//     to the last record, per second, and the ratio of the two is printed.
 //
 // The handler does no work, so the figures are the binding's (and the emulator's) alone.
 //
 //	go run ./cmd/kinesis-bench-read
-//	go run ./cmd/kinesis-bench-read -server kinesalite -drain-records 50000
+//	go run ./cmd/kinesis-bench-read -server kinesalite -drain-records 100000
+//	go run ./cmd/kinesis-bench-read -shards 64 -drain-records 0
 package main
 
 import (
@@ -38,9 +41,8 @@ import (
 	"github.com/dapr/kit/logger"
 )
 
-const shards = 4
-
 type config struct {
+	shards         int32
 	server         string
 	recordSize     int
 	latencyRecords int
@@ -60,6 +62,7 @@ func main() {
 func run() error {
 	var cfg config
 	flag.StringVar(&cfg.server, "server", "kinesis-local", "Kinesis emulator: kinesis-local or kinesalite")
+	shards := flag.Int("shards", 4, "shards per stream")
 	flag.IntVar(&cfg.recordSize, "record-size", 1024, "bytes per record")
 	flag.IntVar(&cfg.latencyRecords, "latency-records", 400, "records put for the latency measurement")
 	flag.IntVar(&cfg.latencyRate, "latency-rate", 40, "records per second put for the latency measurement")
@@ -68,6 +71,7 @@ func run() error {
 	flag.StringVar(&cfg.maxRecords, "max-records", "", "binding maxRecords (default: the binding's)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	flag.Parse()
+	cfg.shards = int32(*shards)
 	if cfg.recordSize < 8 {
 		return errors.New("-record-size must be at least 8 (the send time is in the record)")
 	}
@@ -101,9 +105,12 @@ func run() error {
 	b := bench{cfg: cfg, srv: srv, client: client, endpoint: endpoint}
 
 	fmt.Printf("kinesis-bench-read: %s, %d-shard streams, %d-byte records, pollInterval=%s maxRecords=%s\n",
-		cfg.server, shards, cfg.recordSize, orDefault(cfg.pollInterval), orDefault(cfg.maxRecords))
+		cfg.server, cfg.shards, cfg.recordSize, orDefault(cfg.pollInterval), orDefault(cfg.maxRecords))
 	if err := b.latency(ctx); err != nil {
 		return fmt.Errorf("latency: %w", err)
+	}
+	if cfg.drainRecords == 0 {
+		return nil
 	}
 	if err := b.drain(ctx); err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -207,6 +214,14 @@ func (b *bench) drain(ctx context.Context) error {
 		put += n
 	}
 	fillTook := time.Since(filled)
+	fmt.Printf("drain    %d records pre-filled in %v\n", b.cfg.drainRecords, fillTook.Round(time.Millisecond))
+
+	bare, err := b.bareLoop(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("bare GetRecords loop: %w", err)
+	}
+	bareRate := float64(b.cfg.drainRecords) / bare.Seconds()
+	fmt.Printf("drain    bare GetRecords loop (5 calls/s/shard, 10000 a call): %.0f records/s (%v)\n", bareRate, bare.Round(time.Millisecond))
 
 	var (
 		mu          sync.Mutex
@@ -243,14 +258,16 @@ func (b *bench) drain(ctx context.Context) error {
 	mu.Lock()
 	defer mu.Unlock()
 	span := last.Sub(first)
-	fmt.Printf("drain    %d records pre-filled (in %v): %.0f records/s between first and last delivery (%v); %v from Read to the last\n",
-		count, fillTook.Round(time.Millisecond), float64(count-1)/span.Seconds(), span.Round(time.Millisecond), last.Sub(started).Round(time.Millisecond))
+	rate := float64(count) / last.Sub(started).Seconds()
+	fmt.Printf("drain    binding: %.0f records/s from Read to the last delivery (%v); %.0f between first and last delivery\n",
+		rate, last.Sub(started).Round(time.Millisecond), float64(count-1)/span.Seconds())
+	fmt.Printf("drain    binding / bare loop: %.2fx\n", rate/bareRate)
 	return nil
 }
 
 func (b *bench) newStream(ctx context.Context, prefix string) (string, error) {
 	name := localaws.UniqueName(prefix)
-	return name, b.srv.CreateStream(ctx, b.client, name, shards)
+	return name, b.srv.CreateStream(ctx, b.client, name, b.cfg.shards)
 }
 
 // startBinding starts a shared-mode input binding; its consumer name is also its lease table's.
@@ -297,7 +314,7 @@ func (b *bench) waitOwned(ctx context.Context, consumer string) error {
 					owned++
 				}
 			}
-			if owned == shards {
+			if owned == int(b.cfg.shards) {
 				return nil
 			}
 		}
@@ -320,4 +337,61 @@ func orDefault(s string) string {
 		return "default"
 	}
 	return s
+}
+
+// bareLoop reads the whole stream from TRIM_HORIZON the fastest way AWS's limits allow, one goroutine
+// per shard: GetRecords of 10,000 at most every 200 ms, until a call returns nothing and says the
+// shard is caught up. It returns the time from its start to the last record read.
+func (b *bench) bareLoop(ctx context.Context, stream string) (time.Duration, error) {
+	out, err := b.client.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(stream)})
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lastRead time.Time
+		errs     []error
+	)
+	for _, shard := range out.Shards {
+		wg.Go(func() {
+			it, err := b.client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
+				StreamName: aws.String(stream), ShardId: shard.ShardId, ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
+			})
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			iterator := it.ShardIterator
+			for iterator != nil {
+				call := time.Now()
+				res, err := b.client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iterator, Limit: aws.Int32(10000)})
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				if len(res.Records) > 0 {
+					mu.Lock()
+					if now := time.Now(); now.After(lastRead) {
+						lastRead = now
+					}
+					mu.Unlock()
+				} else if aws.ToInt64(res.MillisBehindLatest) == 0 {
+					return
+				}
+				iterator = res.NextShardIterator
+				time.Sleep(time.Until(call.Add(200 * time.Millisecond)))
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	return lastRead.Sub(began), nil
 }

@@ -1,0 +1,600 @@
+package leases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/dapr-kinesis/kinesis/internal/position"
+	"github.com/dapr/kit/logger"
+)
+
+const (
+	// writeParallelism bounds the lease writes one pass (or renewal round) has in flight: 64 shards
+	// are taken in a few round trips, without a burst of 64 requests.
+	writeParallelism = 8
+	// shardListMaxAge is how old the shard listing may grow while no shard ends. Every reshard ends a
+	// shard, which triggers a listing at once; this only bounds how long a listing missed through an
+	// error, or a shard ending under a replica that died before writing SHARD_END, goes unnoticed.
+	shardListMaxAge = time.Minute
+)
+
+// observation is when this replica first saw a lease in its current version, by its monotonic clock.
+type observation struct {
+	version string
+	since   time.Time
+}
+
+// claimSighting is when this replica first saw a claim, by its monotonic clock.
+type claimSighting struct {
+	claimant string
+	since    time.Time
+}
+
+// Coordinator runs the lease passes and renewals of one replica.
+type Coordinator struct {
+	cfg   Config
+	table *table
+	log   logger.Logger
+	wall  func() time.Time
+
+	wake       chan struct{} // a pass is due now (a shard ended)
+	stopTaking chan struct{}
+	stopOnce   sync.Once
+	idle       chan struct{} // signalled when the last held lease is done after StopTaking
+
+	mu       sync.Mutex
+	held     map[string]*Lease
+	claims   map[string]time.Time // shards this worker claimed and does not hold yet, and when
+	seen     map[string]observation
+	claimsAt map[string]claimSighting
+	listing  *shardListing
+	listDue  bool
+	failing  bool // the last pass failed: its failure was logged
+}
+
+// New checks cfg and returns a Coordinator; it makes no request.
+func New(cfg Config) (*Coordinator, error) {
+	switch {
+	case cfg.DB == nil || cfg.Kinesis == nil:
+		return nil, errors.New("kinesis binding error: lease coordinator needs DynamoDB and Kinesis clients")
+	case cfg.Table == "" || cfg.Stream == "" || cfg.WorkerID == "":
+		return nil, errors.New("kinesis binding error: lease coordinator needs a table, a stream and a worker ID")
+	case cfg.LeaseDuration <= 0 || cfg.PassInterval <= 0:
+		return nil, errors.New("kinesis binding error: lease coordinator needs a lease duration and a pass interval")
+	}
+	wall := cfg.Wall
+	if wall == nil {
+		wall = time.Now
+	}
+	return &Coordinator{
+		cfg:        cfg,
+		table:      &table{db: cfg.DB, name: cfg.Table},
+		log:        cfg.Log,
+		wall:       wall,
+		wake:       make(chan struct{}, 1),
+		stopTaking: make(chan struct{}),
+		idle:       make(chan struct{}, 1),
+		held:       map[string]*Lease{},
+		claims:     map[string]time.Time{},
+		seen:       map[string]observation{},
+		claimsAt:   map[string]claimSighting{},
+		listDue:    true,
+	}, nil
+}
+
+// leaseTimeout is the LeaseTimeout written with a take or renewal: for people and older readers.
+func (c *Coordinator) leaseTimeout() string {
+	return c.wall().Add(c.cfg.LeaseDuration).UTC().Format(time.RFC3339Nano)
+}
+
+func (c *Coordinator) taking() bool {
+	select {
+	case <-c.stopTaking:
+		return false
+	default:
+		return true
+	}
+}
+
+// Held returns the leases this worker holds now.
+func (c *Coordinator) Held() []*Lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Lease, 0, len(c.held))
+	for _, l := range c.held {
+		out = append(out, l)
+	}
+	return out
+}
+
+// forget drops a lease that is done.
+func (c *Coordinator) forget(l *Lease) {
+	c.mu.Lock()
+	if c.held[l.shard.ID] == l {
+		delete(c.held, l.shard.ID)
+	}
+	empty := len(c.held) == 0
+	c.mu.Unlock()
+	if empty && !c.taking() {
+		select {
+		case c.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// shardEnded lists the stream and runs a pass at once, so that the children of a finished shard
+// start without waiting for the next pass.
+func (c *Coordinator) shardEnded() {
+	c.mu.Lock()
+	c.listDue = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs passes and renewals, calling acquired (from this goroutine) for every lease taken, until
+// StopTaking and then every held lease is done, or ctx ends (then held leases are abandoned, not
+// released: a crash, for tests). Run returns when its goroutines ended.
+func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.renewals(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	reason := ""
+	for reason == "" {
+		select {
+		case <-ctx.Done():
+			reason = "its context ended"
+		case <-c.idle:
+			if !c.taking() && len(c.Held()) == 0 {
+				reason = "every lease was given up"
+			}
+		case <-c.wake:
+			c.pass(ctx, acquired)
+		case <-timer.C:
+			c.pass(ctx, acquired)
+			timer.Reset(c.cfg.PassInterval)
+		}
+	}
+	c.log.Debugf("Lease coordinator stopped: %s", reason)
+	return nil
+}
+
+// StopTaking ends lease taking and claiming (Close begins) and withdraws this worker's pending
+// claims; renewals go on until every held lease is released, handed over or lost.
+func (c *Coordinator) StopTaking(ctx context.Context) error {
+	c.stopOnce.Do(func() { close(c.stopTaking) })
+	c.mu.Lock()
+	claims := make([]string, 0, len(c.claims))
+	for id := range c.claims {
+		claims = append(claims, id)
+	}
+	c.claims = map[string]time.Time{}
+	empty := len(c.held) == 0
+	c.mu.Unlock()
+	if empty {
+		select {
+		case c.idle <- struct{}{}:
+		default:
+		}
+	}
+	errs := make([]error, len(claims))
+	parallel(len(claims), func(i int) { errs[i] = c.withdraw(ctx, claims[i]) })
+	return errors.Join(errs...)
+}
+
+// pass is one round of lease coordination; see the package doc.
+func (c *Coordinator) pass(ctx context.Context, acquired func(*Lease)) {
+	items, err := c.table.scan(ctx)
+	if err == nil {
+		err = c.refreshListing(ctx, items)
+	}
+	if err != nil {
+		if ctx.Err() == nil && !c.failing {
+			c.log.Warnf("Lease pass failed, trying again every %v: %v", c.cfg.PassInterval, err)
+		}
+		c.failing = ctx.Err() == nil
+		return
+	}
+	if c.failing {
+		c.log.Infof("Lease passes work again")
+		c.failing = false
+	}
+	now := time.Now()
+	byShard := c.observe(items, now)
+	c.checkHeld(byShard)
+	if !c.taking() {
+		return
+	}
+	plan := c.plan(byShard, now)
+	c.take(ctx, plan.take, byShard, acquired)
+	if c.cfg.LeaseStealing {
+		c.claim(ctx, plan)
+	}
+	c.withdrawStale(ctx, now)
+}
+
+// observe records when each lease's version and claim were first seen, and returns the leases by
+// shard.
+func (c *Coordinator) observe(items []item, now time.Time) map[string]item {
+	byShard := make(map[string]item, len(items))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]observation, len(items))
+	claims := map[string]claimSighting{}
+	for _, it := range items {
+		byShard[it.shardID] = it
+		v := it.version()
+		if o, ok := c.seen[it.shardID]; ok && o.version == v {
+			seen[it.shardID] = o
+		} else {
+			seen[it.shardID] = observation{version: v, since: now}
+		}
+		if it.claim != "" {
+			if s, ok := c.claimsAt[it.shardID]; ok && s.claimant == it.claim {
+				claims[it.shardID] = s
+			} else {
+				claims[it.shardID] = claimSighting{claimant: it.claim, since: now}
+			}
+		}
+		if _, mine := c.claims[it.shardID]; mine && it.claim != c.cfg.WorkerID {
+			// Our claim (placed in an earlier pass, so before this scan) is gone: honoured (the lease
+			// names this worker now, and is taken below) or overtaken (another worker took the lease).
+			delete(c.claims, it.shardID)
+		}
+	}
+	c.seen, c.claimsAt = seen, claims
+	return byShard
+}
+
+// alive reports whether the lease has an owner that moved it on within the lease duration.
+func (c *Coordinator) alive(it item, now time.Time) bool {
+	if it.owner == "" {
+		return false
+	}
+	c.mu.Lock()
+	o := c.seen[it.shardID]
+	c.mu.Unlock()
+	return now.Sub(o.since) < c.cfg.LeaseDuration
+}
+
+// liveClaimant returns the claimant of the lease while its claim is younger than the lease duration.
+func (c *Coordinator) liveClaimant(it item, now time.Time) string {
+	if it.claim == "" {
+		return ""
+	}
+	c.mu.Lock()
+	s := c.claimsAt[it.shardID]
+	c.mu.Unlock()
+	if now.Sub(s.since) >= c.cfg.LeaseDuration {
+		return ""
+	}
+	return it.claim
+}
+
+// checkHeld notices, in a scan, held leases another worker owns now, and claims on held leases.
+func (c *Coordinator) checkHeld(byShard map[string]item) {
+	for _, l := range c.Held() {
+		it, ok := byShard[l.shard.ID]
+		switch {
+		case !ok || it.owner != c.cfg.WorkerID:
+			owner := it.owner
+			if owner == "" {
+				owner = "nobody"
+			}
+			l.markLost(fmt.Sprintf("the lease table names %s as its owner", owner))
+		case it.claim != "" && c.cfg.LeaseStealing:
+			l.sawClaim(it.claim)
+		}
+	}
+}
+
+// passPlan is what one pass decided.
+type passPlan struct {
+	take   []string       // free or expired shards to take, in random order
+	target int            // this worker's fair share
+	mine   int            // leases held plus claims pending
+	load   map[string]int // other workers' leases, pending claims counted for the claimant
+	owned  map[string][]string
+}
+
+func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
+	me := c.cfg.WorkerID
+	leasable := c.leasable(byShard)
+	c.mu.Lock()
+	held := len(c.held)
+	pending := 0
+	for id := range c.claims {
+		if _, ok := c.held[id]; !ok {
+			pending++
+		}
+	}
+	heldSet := make(map[string]bool, len(c.held))
+	for id := range c.held {
+		heldSet[id] = true
+	}
+	c.mu.Unlock()
+
+	p := passPlan{load: map[string]int{}, owned: map[string][]string{}}
+	workers := map[string]bool{me: true}
+	for _, id := range leasable {
+		it, exists := byShard[id]
+		switch {
+		case heldSet[id]:
+		case !exists || it.owner == "" || it.owner == me || !c.alive(it, now):
+			p.take = append(p.take, id)
+		default:
+			workers[it.owner] = true
+			if claimant := c.liveClaimant(it, now); claimant != "" && claimant != it.owner {
+				workers[claimant] = true
+				if claimant != me {
+					p.load[claimant]++
+				}
+				continue
+			}
+			p.load[it.owner]++
+			p.owned[it.owner] = append(p.owned[it.owner], id)
+		}
+	}
+	for id := range byShard {
+		if claimant := c.liveClaimant(byShard[id], now); claimant != "" {
+			workers[claimant] = true
+		}
+	}
+	p.target = (len(leasable) + len(workers) - 1) / len(workers)
+	p.mine = held + pending
+	rand.Shuffle(len(p.take), func(i, j int) { p.take[i], p.take[j] = p.take[j], p.take[i] })
+	if room := max(p.target-p.mine, 0); len(p.take) > room {
+		p.take = p.take[:room]
+	}
+	return p
+}
+
+// take takes the planned leases, each with a conditional write, and starts their delivery.
+func (c *Coordinator) take(ctx context.Context, shards []string, byShard map[string]item, acquired func(*Lease)) {
+	leases := make([]*Lease, len(shards))
+	parallel(len(shards), func(i int) {
+		leases[i] = c.takeOne(ctx, shards[i], byShard)
+	})
+	for _, l := range leases {
+		if l != nil && c.taking() {
+			acquired(l)
+		} else if l != nil {
+			// Close began while the pass ran: give the lease straight back.
+			if err := l.Release(ctx, ""); err != nil {
+				l.log.Debugf("Could not release a lease taken as Close began: %v", err)
+			}
+		}
+	}
+}
+
+// takeOne takes a lease if nobody changed it since the scan.
+func (c *Coordinator) takeOne(ctx context.Context, shardID string, byShard map[string]item) *Lease {
+	it, exists := byShard[shardID]
+	u := update{
+		set:    "#owner = :me, #timeout = :timeout, #counter = if_not_exists(#counter, :zero) + :one",
+		remove: "#claim",
+		names:  names(),
+		values: map[string]dtypes.AttributeValue{
+			":me": str(c.cfg.WorkerID), ":timeout": str(c.leaseTimeout()), ":zero": num(0), ":one": num(1),
+		},
+	}
+	parents := c.parentsOf(shardID)
+	if len(parents) > 0 {
+		u.set += ", #parent = :parent"
+		u.values[":parent"] = str(parents[0])
+	}
+	switch {
+	case !exists:
+		u.condition = "attribute_not_exists(#id)"
+	default:
+		if it.owner == "" {
+			u.condition = "attribute_not_exists(#owner)"
+		} else {
+			u.condition = "#owner = :old"
+			u.values[":old"] = str(it.owner)
+		}
+		switch {
+		case it.hasCounter:
+			u.condition += " AND #counter = :seen"
+			u.values[":seen"] = num(it.counter)
+		case it.timeout != "":
+			u.condition += " AND attribute_not_exists(#counter) AND #timeout = :seenTimeout"
+			u.values[":seenTimeout"] = str(it.timeout)
+		default:
+			u.condition += " AND attribute_not_exists(#counter) AND attribute_not_exists(#timeout)"
+		}
+	}
+	log := c.log.WithFields(map[string]any{"shardId": shardID})
+	got, err := c.table.update(ctx, shardID, "taking the lease", u)
+	if err != nil {
+		if !errors.Is(err, errConditionFailed) && ctx.Err() == nil {
+			log.Warnf("Could not take the lease: %v", err)
+		}
+		return nil
+	}
+	l := &Lease{
+		c:       c,
+		log:     log,
+		lost:    make(chan struct{}),
+		handoff: make(chan struct{}),
+		counter: got.counter,
+		renewed: time.Now(),
+		shard: Shard{
+			ID:               shardID,
+			Parents:          parents,
+			Checkpoint:       got.checkpoint,
+			ContinuesLineage: got.checkpoint == "" && c.anyParentRead(parents, byShard),
+		},
+	}
+	c.mu.Lock()
+	c.held[shardID] = l
+	delete(c.claims, shardID)
+	c.mu.Unlock()
+	from := "checkpoint " + got.checkpoint
+	if got.checkpoint == "" {
+		from = "no checkpoint"
+	}
+	if it.owner != "" && it.owner != c.cfg.WorkerID {
+		log.Infof("Took over the lease from %s, which has not renewed it for %v (%s)", it.owner, c.cfg.LeaseDuration, from)
+	} else {
+		log.Debugf("Took the lease (%s)", from)
+	}
+	return l
+}
+
+// anyParentRead reports whether this application read a parent of the shard: its lease has a
+// checkpoint.
+func (c *Coordinator) anyParentRead(parents []string, byShard map[string]item) bool {
+	for _, p := range parents {
+		if byShard[p].checkpoint != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// claim asks the most loaded workers to hand over as many leases as this worker lacks.
+func (c *Coordinator) claim(ctx context.Context, p passPlan) {
+	mine := p.mine + len(p.take)
+	var picks []string
+	owners := map[string]string{}
+	for mine < p.target {
+		victim, most := "", 0
+		for w, n := range p.load {
+			if n > most && len(p.owned[w]) > 0 {
+				victim, most = w, n
+			}
+		}
+		// Only from a worker above its share that would still hold no less than this one: a claim
+		// never turns one imbalance into the opposite one.
+		if victim == "" || most <= p.target && most <= mine+1 {
+			break
+		}
+		owned := p.owned[victim]
+		i := rand.IntN(len(owned))
+		picks = append(picks, owned[i])
+		owners[owned[i]] = victim
+		p.owned[victim] = append(owned[:i], owned[i+1:]...)
+		p.load[victim]--
+		mine++
+	}
+	parallel(len(picks), func(i int) { c.claimOne(ctx, picks[i], owners[picks[i]]) })
+}
+
+func (c *Coordinator) claimOne(ctx context.Context, shardID, owner string) {
+	_, err := c.table.update(ctx, shardID, "claiming the lease", update{
+		set:       "#claim = :me",
+		condition: "#owner = :owner AND attribute_not_exists(#claim)",
+		names:     names(),
+		values:    map[string]dtypes.AttributeValue{":me": str(c.cfg.WorkerID), ":owner": str(owner)},
+	})
+	log := c.log.WithFields(map[string]any{"shardId": shardID})
+	switch {
+	case err == nil:
+		c.mu.Lock()
+		c.claims[shardID] = time.Now()
+		c.mu.Unlock()
+		log.Debugf("Claimed the lease from %s", owner)
+	case !errors.Is(err, errConditionFailed) && ctx.Err() == nil:
+		log.Warnf("Could not claim the lease: %v", err)
+	}
+}
+
+// withdrawStale withdraws this worker's claims that were not honoured within the lease duration.
+func (c *Coordinator) withdrawStale(ctx context.Context, now time.Time) {
+	c.mu.Lock()
+	var stale []string
+	for id, at := range c.claims {
+		if now.Sub(at) >= c.cfg.LeaseDuration {
+			stale = append(stale, id)
+			delete(c.claims, id)
+		}
+	}
+	c.mu.Unlock()
+	parallel(len(stale), func(i int) {
+		if err := c.withdraw(ctx, stale[i]); err != nil && ctx.Err() == nil {
+			c.log.Debugf("%v", err)
+		}
+	})
+}
+
+func (c *Coordinator) withdraw(ctx context.Context, shardID string) error {
+	_, err := c.table.update(ctx, shardID, "withdrawing the claim", update{
+		remove:    "#claim",
+		condition: "#claim = :me",
+		names:     names(),
+		values:    map[string]dtypes.AttributeValue{":me": str(c.cfg.WorkerID)},
+	})
+	if errors.Is(err, errConditionFailed) {
+		return nil // honoured or gone meanwhile
+	}
+	return err
+}
+
+// renewals renews every held lease every LeaseDuration/3 until ctx ends.
+func (c *Coordinator) renewals(ctx context.Context) {
+	every := c.cfg.LeaseDuration / 3
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		held := c.Held()
+		parallel(len(held), func(i int) { c.renewOne(ctx, held[i]) })
+	}
+}
+
+func (c *Coordinator) renewOne(ctx context.Context, l *Lease) {
+	err := l.renew(ctx)
+	if err == nil || errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
+		return
+	}
+	l.mu.Lock()
+	since := time.Since(l.renewed)
+	l.mu.Unlock()
+	// Others judge the lease dead LeaseDuration after they saw its last renewal; stop well before.
+	if since >= 2*c.cfg.LeaseDuration/3 {
+		l.markLost(fmt.Sprintf("not renewed for %v: %v", since.Round(time.Millisecond), err))
+		return
+	}
+	l.log.Warnf("Lease renewal failed, trying again: %v", err)
+}
+
+// parallel runs f(0..n-1) with at most writeParallelism at once.
+func parallel(n int, f func(i int)) {
+	if n == 0 {
+		return
+	}
+	sem := make(chan struct{}, writeParallelism)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
+// finished reports whether the lease marks its shard read to its end.
+func finished(it item) bool { return it.checkpoint == position.ShardEnd }
