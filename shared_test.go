@@ -28,6 +28,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/position"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
@@ -247,14 +248,6 @@ func dataOf(puts []shPut) []string {
 	return out
 }
 
-// seqLess orders Kinesis sequence numbers (decimal strings of up to 128 digits).
-func seqLess(a, b string) bool {
-	if len(a) != len(b) {
-		return len(a) < len(b)
-	}
-	return a < b
-}
-
 // shLeases returns each shard's lease owner and checkpoint from the lease table.
 func shLeases(t testing.TB, table string) (owners, checkpoints map[string]string) {
 	t.Helper()
@@ -346,7 +339,7 @@ func TestSharedDeliversEveryRecordInShardOrderDespiteHandlerFailures(t *testing.
 			if cs[j-1].failed {
 				assert.Equal(t, prev, cur, "shard %s: the record after a failure is the failed one", shard)
 			} else {
-				assert.True(t, seqLess(prev, cur), "shard %s: %s then %s", shard, prev, cur)
+				assert.True(t, position.SeqLess(prev, cur), "shard %s: %s then %s", shard, prev, cur)
 			}
 		}
 	}

@@ -218,9 +218,3 @@ func (l *Lease) end(how string) {
 	l.log.Debugf("Lease %s", how)
 	l.c.forget(l)
 }
-
-func (l *Lease) isDone() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.done
-}
