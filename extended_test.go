@@ -20,6 +20,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testlog"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
@@ -459,7 +460,7 @@ func TestExtendedSubscribeThrottlingBacksOff(t *testing.T) {
 		}
 		return nil
 	}
-	log, logs := capturedLogger(t)
+	log, logs := testlog.New(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())

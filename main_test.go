@@ -1,16 +1,13 @@
 package kinesis
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
-	"github.com/dapr/kit/logger"
 )
 
 // TestMain gives every test in the package the local emulators (started on first use) and stops
@@ -40,31 +37,4 @@ func leakIgnores() []goleak.Option {
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 	}
-}
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// capturedLogger is a logger at debug level whose output the test reads.
-func capturedLogger(t *testing.T) (logger.Logger, *syncBuffer) {
-	log := logger.NewLogger(t.Name())
-	buf := &syncBuffer{}
-	log.SetOutput(buf)
-	log.SetOutputLevel(logger.DebugLevel)
-	return log, buf
 }

@@ -49,6 +49,8 @@ func main() {
 	}
 }
 
+var logLevel string
+
 type bench struct {
 	srv    *localaws.Servers
 	client *kinesis.Client
@@ -60,6 +62,7 @@ func run() error {
 	shards := flag.Int("shards", 64, "shards per stream")
 	cases := flag.String("cases", "one,three,rolling", "cases to run")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
+	flag.StringVar(&logLevel, "log-level", "warn", "the replicas' log level (debug shows each lease taken, claimed and handed over)")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -280,7 +283,7 @@ func (b *bench) newStream(ctx context.Context) (stream, consumer string, err err
 
 func (b *bench) start(ctx context.Context, stream, consumer, worker string, handler bindings.Handler) (bindings.InputOutputBinding, error) {
 	log := logger.NewLogger("kinesis-bench-leases-" + worker)
-	log.SetOutputLevel(logger.WarnLevel)
+	log.SetOutputLevel(logger.LogLevel(logLevel))
 	if handler == nil {
 		handler = func(context.Context, *bindings.ReadResponse) ([]byte, error) { return nil, nil }
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dapr-kinesis/kinesis/internal/testlog"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -80,31 +81,6 @@ func failingOn(data string) (*recorder, <-chan struct{}) {
 		}
 		return errors.New("app unavailable")
 	}}, failing
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func capturedLogger(t *testing.T) (logger.Logger, *syncBuffer) {
-	log := logger.NewLogger(t.Name())
-	buf := &syncBuffer{}
-	log.SetOutput(buf)
-	log.SetOutputLevel(logger.DebugLevel)
-	return log, buf
 }
 
 func records(seqs ...string) []types.Record {
@@ -183,7 +159,7 @@ func TestRetriesAFailedRecordWithCappedBackoffBeforeTheNextOne(t *testing.T) {
 		}
 		return nil
 	}}
-	log, logs := capturedLogger(t)
+	log, logs := testlog.New(t)
 	sh := newTestShard(h, log, Settings{RetryInitial: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond}, "")
 
 	began := time.Now()
@@ -207,7 +183,7 @@ func TestRetriesAFailedRecordWithCappedBackoffBeforeTheNextOne(t *testing.T) {
 func TestSkipsARecordAfterMaxDeliveryAttempts(t *testing.T) {
 	t.Parallel()
 	h, _ := failingOn("rec-200")
-	log, logs := capturedLogger(t)
+	log, logs := testlog.New(t)
 	log.EnableJSONOutput(true)
 	sh := newTestShard(h, log, Settings{MaxAttempts: 3}, "")
 
