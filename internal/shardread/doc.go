@@ -72,15 +72,6 @@ type PollingConfig struct {
 	Log          logger.Logger
 }
 
-// NewPolling returns a reader that polls GetRecords:
-//   - iterator from Start: AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER for "seq:sub", TRIM_HORIZON,
-//     or Initial;
-//   - reads again at once (within the 200 ms spacing) while MillisBehindLatest > 0; waits PollInterval
-//     when caught up;
-//   - an expired iterator is renewed AFTER the last record read (or from Start if none yet);
-//   - throttling (ProvisionedThroughputExceeded) backs off exponentially;
-//   - a nil NextShardIterator ends the shard.
-
 // FanOutAPI is the part of the Kinesis API the fan-out reader uses.
 type FanOutAPI interface {
 	SubscribeToShard(context.Context, *kinesis.SubscribeToShardInput, ...func(*kinesis.Options)) (*kinesis.SubscribeToShardOutput, error)
@@ -94,16 +85,3 @@ type FanOutConfig struct {
 	Start       Start
 	Log         logger.Logger
 }
-
-// NewFanOut returns a reader of enhanced fan-out subscriptions:
-//   - SubscribeToShard from Start; when a subscription ends (5 minutes on AWS) or its connection drops,
-//     subscribes again AFTER the last ContinuationSequenceNumber, as soon as AWS allows (one call per
-//     second per shard and consumer);
-//   - ResourceInUseException (another subscription on the shard still open) backs off up to 5 s;
-//     other failures back off exponentially, and are logged once per episode;
-//   - an event with ChildShards (or no continuation sequence number) ends the shard;
-//   - every event stream is closed and its Err() read.
-
-// PerStreamCodec is a kinesis.Options function that gives every event stream a protocol codec of its
-// own: smithy-go (v1.28) shares one per client without synchronization (aws/smithy-go#714), a data
-// race once two subscriptions are open.
