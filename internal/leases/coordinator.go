@@ -332,11 +332,16 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 
 	p := passPlan{load: map[string]int{}, owned: map[string][]string{}}
 	workers := map[string]bool{me: true}
+	// Leases the table already names this worker for (handed over to it, or taken by a write whose
+	// answer was lost) are taken whatever the share: nobody else reads them until they expire.
+	var ours []string
 	for _, id := range leasable {
 		it, exists := byShard[id]
 		switch {
 		case heldSet[id]:
-		case !exists || it.owner == "" || it.owner == me || !c.alive(it, now):
+		case exists && it.owner == me:
+			ours = append(ours, id)
+		case !exists || it.owner == "" || !c.alive(it, now):
 			p.take = append(p.take, id)
 		default:
 			workers[it.owner] = true
@@ -357,11 +362,13 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 		}
 	}
 	p.target = (len(leasable) + len(workers) - 1) / len(workers)
-	p.mine = held + pending
+	p.mine = held + pending + len(ours)
 	rand.Shuffle(len(p.take), func(i, j int) { p.take[i], p.take[j] = p.take[j], p.take[i] })
 	if room := max(p.target-p.mine, 0); len(p.take) > room {
 		p.take = p.take[:room]
 	}
+	p.take = append(ours, p.take...)
+	p.mine -= len(ours) // counted again by claim, with the rest of p.take
 	return p
 }
 
@@ -541,8 +548,30 @@ func (c *Coordinator) withdraw(ctx context.Context, shardID string) error {
 		names:     names(),
 		values:    map[string]dtypes.AttributeValue{":me": str(c.cfg.WorkerID)},
 	})
+	if !errors.Is(err, errConditionFailed) {
+		return err
+	}
+	// Overtaken, or honoured meanwhile: then the table names this worker, which withdraws because
+	// it is closing or gave up waiting, and will not read the shard. Give the lease back so that the
+	// next pass of any worker takes it, instead of it idling until it expires.
+	c.mu.Lock()
+	_, held := c.held[shardID]
+	c.mu.Unlock()
+	if held {
+		return nil
+	}
+	_, err = c.table.update(ctx, shardID, "giving back a lease handed over as its claim was withdrawn", update{
+		set:       "#counter = if_not_exists(#counter, :zero) + :one",
+		remove:    "#owner",
+		condition: "#owner = :me",
+		names:     names(),
+		values:    map[string]dtypes.AttributeValue{":me": str(c.cfg.WorkerID), ":zero": num(0), ":one": num(1)},
+	})
+	if err == nil {
+		c.log.WithFields(map[string]any{"shardId": shardID}).Debugf("Gave back a lease handed over as its claim was withdrawn")
+	}
 	if errors.Is(err, errConditionFailed) {
-		return nil // honoured or gone meanwhile
+		return nil // overtaken: another worker has it
 	}
 	return err
 }

@@ -2,8 +2,10 @@ package leases
 
 import (
 	"context"
+	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -426,4 +428,71 @@ func TestUpstreamTableIsReadAsItIs(t *testing.T) {
 	for i, s := range r.acquiredShards() {
 		assert.True(t, strings.HasPrefix(s.Checkpoint, "4959"), "shard %d keeps its checkpoint: %q", i, s.Checkpoint)
 	}
+}
+
+// TestLeaseHandedToAWorkerAtItsShareIsTakenAtOnce: a lease the table already names this worker for
+// (handed over just after its scan, say) is read at its next pass even when free leases alone would
+// fill its share; left unread, it would idle until others judged it expired.
+func TestLeaseHandedToAWorkerAtItsShareIsTakenAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 36)
+	out, err := f.kinesis.ListShards(t.Context(), &kinesis.ListShardsInput{StreamName: aws.String(f.stream)})
+	require.NoError(t, err)
+	require.Len(t, out.Shards, 36)
+	// Five other live workers hold one lease each (they count for the share: 36 / 6 = 6), one lease
+	// names "late" (handed over to it), thirty are free.
+	ours := aws.ToString(out.Shards[5].ShardId)
+	checkpointOf := func(i int) string { return fmt.Sprintf("4959%044d", i) }
+	for i, s := range out.Shards[:6] {
+		owner := fmt.Sprintf("other-%d", i)
+		if i == 5 {
+			owner = "late"
+		}
+		_, err := f.db.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(f.table), Item: map[string]dtypes.AttributeValue{
+			AttrShardID: str(aws.ToString(s.ShardId)), AttrOwner: str(owner), AttrCounter: num(1),
+			AttrCheckpoint: str(checkpointOf(i)),
+		}})
+		require.NoError(t, err)
+	}
+	r := f.start(t, "late", replicaOptions{lease: 20 * time.Second})
+	require.Eventually(t, func() bool { return len(r.acquiredShards()) >= 6 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(r.acquiredShards(), func(s Shard) bool { return s.ID == ours })
+	}, 3*time.Second, 20*time.Millisecond, "the lease handed over is taken within a pass, not after the others' 20 s leases")
+	held := map[string]bool{}
+	for _, s := range r.acquiredShards() {
+		held[s.ID] = true
+		if s.ID == ours {
+			assert.Equal(t, checkpointOf(5), s.Checkpoint, "from the checkpoint it was handed with")
+		}
+	}
+	assert.Len(t, held, 6, "its share, the handed-over lease included")
+}
+
+// TestClaimHonouredAsTheClaimantClosesIsGivenBack: a claimant that closes after its claim was
+// honoured, but before it took the lease, gives the lease back, so that another worker reads the
+// shard at its next pass instead of after the lease duration.
+func TestClaimHonouredAsTheClaimantClosesIsGivenBack(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	const lease = 10 * time.Second
+	a := f.start(t, "a", replicaOptions{lease: lease})
+	require.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, 20*time.Second, 20*time.Millisecond)
+
+	// b's first pass claims one lease; its next pass is an hour away, so it never takes it.
+	b := f.start(t, "b", replicaOptions{lease: lease, pass: time.Hour})
+	require.Eventually(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.handed == 1
+	}, 10*time.Second, 20*time.Millisecond, "a hands one lease over to b")
+	owners, _ := f.owners(t)
+	require.Equal(t, map[string]int{"a": 1, "b": 1}, countBy(owners))
+	require.Empty(t, b.acquiredShards())
+
+	closed := time.Now()
+	b.stop(t)
+	require.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, lease/2, 20*time.Millisecond,
+		"a reads the shard again well within the lease duration")
+	t.Logf("a took the lease back %v after b closed", time.Since(closed).Round(time.Millisecond))
 }
