@@ -222,7 +222,9 @@ func shPutLoop(t *testing.T, client *kinesis.Client, stream string, keys map[str
 			for id, key := range keys {
 				p, err := shTryPutOn(t.Context(), client, stream, key, fmt.Sprintf("%s-%s-%04d", prefix, id, i))
 				if err != nil {
-					t.Errorf("put: %v", err)
+					if t.Context().Err() == nil { // else the test is over and has said why
+						t.Errorf("put: %v", err)
+					}
 					return
 				}
 				mu.Lock()
@@ -231,13 +233,18 @@ func shPutLoop(t *testing.T, client *kinesis.Client, stream string, keys map[str
 			}
 		}
 	}()
-	return func() []shPut {
-		close(stop)
+	var once sync.Once
+	halt := func() []shPut {
+		once.Do(func() { close(stop) })
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
 		return puts
 	}
+	// A test that fails before calling halt must still end the loop, or its
+	// t.Errorf after the test would panic the whole package.
+	t.Cleanup(func() { halt() })
+	return halt
 }
 
 func dataOf(puts []shPut) []string {
@@ -448,6 +455,10 @@ func TestSharedStartsWithinSecondsAndDeliversLatest(t *testing.T) {
 		}
 		freshPut <- fresh
 	}()
+	t.Cleanup(func() {
+		for range freshPut { // the put must not outlive the test (see shPutLoop)
+		}
+	})
 
 	var owned time.Duration
 	require.Eventually(t, func() bool {

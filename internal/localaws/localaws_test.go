@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -170,4 +171,31 @@ func assertGone(t *testing.T, pid int) {
 	t.Helper()
 	assert.True(t, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), "pid %d still exists", pid)
 	assert.True(t, errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH), "process group %d still exists", pid)
+}
+
+// TestServersSurviveAClientThatHangsUp: a client whose context is cancelled
+// closes its connection mid-request; unguarded, dynalite and kinesalite die of it.
+func TestServersSurviveAClientThatHangsUp(t *testing.T) {
+	s := Get(t)
+	for _, ep := range []struct{ name, endpoint, target string }{
+		{"dynalite", s.DynamoDBEndpoint, "DynamoDB_20120810.ListTables"},
+		{"kinesalite", s.KinesaliteEndpoint, "Kinesis_20131202.ListStreams"},
+	} {
+		addr := strings.TrimPrefix(ep.endpoint, "http://")
+		for range 3 {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			// Headers promise a body that never comes: the request is still being read.
+			_, err = fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 100\r\n"+
+				"X-Amz-Target: %s\r\n\r\n{", addr, ep.target)
+			require.NoError(t, err, ep.name)
+			time.Sleep(20 * time.Millisecond)
+			require.NoError(t, conn.Close())
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the servers see the close and, unguarded, exit
+	_, err := s.DynamoDBClient().ListTables(t.Context(), &dynamodb.ListTablesInput{})
+	require.NoError(t, err, "dynalite must still answer after clients hung up mid-request")
+	_, err = s.KinesaliteClient().ListStreams(t.Context(), &kinesis.ListStreamsInput{})
+	require.NoError(t, err, "kinesalite must still answer after clients hung up mid-request")
 }

@@ -2,6 +2,7 @@ package localaws
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,6 +33,9 @@ type server struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has been reaped
 	waitErr error         // the process's exit; read only after done
+	// signalled is set before we signal the process, so that an exit nobody
+	// asked for can be told apart and reported.
+	signalled atomic.Bool
 }
 
 func startKinesisLocal(modules, logDir string, plainPort, tlsPort int, persistDir string, persistInterval time.Duration) (*server, error) {
@@ -65,18 +70,39 @@ func startKinesisLocal(modules, logDir string, plainPort, tlsPort int, persistDi
 		filepath.Join(modules, "kinesis-local", "main.js"))
 }
 
+//go:embed hangup_guard.js
+var hangupGuard []byte
+
+// writeHangupGuard writes the preload that keeps dynalite and kinesalite alive
+// when a client hangs up mid-request (see the file) and returns its path.
+func writeHangupGuard(logDir string) (string, error) {
+	path := filepath.Join(logDir, "hangup_guard.js")
+	if err := os.WriteFile(path, hangupGuard, 0o644); err != nil {
+		return "", fmt.Errorf("localaws: hang-up guard: %w", err)
+	}
+	return path, nil
+}
+
 func startDynalite(modules, logDir string, port int) (*server, error) {
-	// A table still CREATING answers ResourceNotFoundException and KCL does not
-	// wait for ACTIVE, hence the short state changes.
+	guard, err := writeHangupGuard(logDir)
+	if err != nil {
+		return nil, err
+	}
+	// Short state changes: a table still CREATING answers
+	// ResourceNotFoundException, and the tests create one per consumer.
 	return startNode("dynalite", logDir, port, nil,
-		filepath.Join(modules, "dynalite", "cli.js"),
+		"--require", guard, filepath.Join(modules, "dynalite", "cli.js"),
 		"--host", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--createTableMs", "50", "--deleteTableMs", "50", "--updateTableMs", "50")
 }
 
 func startKinesalite(modules, logDir string, port int) (*server, error) {
+	guard, err := writeHangupGuard(logDir)
+	if err != nil {
+		return nil, err
+	}
 	return startNode("kinesalite", logDir, port, nil,
-		filepath.Join(modules, "kinesalite", "cli.js"),
+		"--require", guard, filepath.Join(modules, "kinesalite", "cli.js"),
 		"--port", strconv.Itoa(port),
 		"--createStreamMs", "50", "--deleteStreamMs", "50", "--updateStreamMs", "50",
 		"--shardLimit", "200")
@@ -107,6 +133,12 @@ func startNode(name, logDir string, port int, env []string, args ...string) (*se
 	s := &server{name: name, port: port, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
+		if !s.signalled.Load() {
+			// Tests then fail with "connection refused"; this says why, and
+			// the log directory is gone by the time anyone looks.
+			fmt.Fprintf(os.Stderr, "localaws: %s (pid %d) exited on its own: %v%s\n",
+				name, cmd.Process.Pid, s.waitErr, s.logTail())
+		}
 		close(s.done)
 	}()
 	return s, nil
@@ -147,6 +179,7 @@ func (s *server) signal(sig syscall.Signal) error {
 		return nil
 	default:
 	}
+	s.signalled.Store(true)
 	if err := syscall.Kill(-s.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("localaws: signal %s (pid %d): %w", s.name, s.cmd.Process.Pid, err)
 	}
