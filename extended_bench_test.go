@@ -24,15 +24,29 @@ import (
 // which dominates extended mode's figures here (AWS pushes records as they arrive, ~70 ms).
 //
 //	go test -run '^$' -bench ReadLatency -benchtime 300x .
+//
+// The "-cuts" cases reach Kinesis through a fault proxy that cuts every connection every 5 s (twice
+// or three times in 300 iterations): the price of a dropped subscription or poll, resubscription
+// included.
 func BenchmarkReadLatency(b *testing.B) {
 	for _, mode := range []consumerMode{modeShared, modeExtended} {
-		b.Run(string(mode), func(b *testing.B) { benchReadLatency(b, mode) })
+		b.Run(string(mode), func(b *testing.B) { benchReadLatency(b, mode, 0) })
+	}
+	for _, mode := range []consumerMode{modeShared, modeExtended} {
+		b.Run(string(mode)+"-cuts", func(b *testing.B) { benchReadLatency(b, mode, 5*time.Second) })
 	}
 }
 
-func benchReadLatency(b *testing.B, mode consumerMode) {
+func benchReadLatency(b *testing.B, mode consumerMode, cutInterval time.Duration) {
 	stream := localaws.NewStream(b, 1)
 	props := withConsumer(localProps(b, stream), mode)
+	var cuts func() int
+	if cutInterval > 0 {
+		proxy := newFaultProxy(b, localaws.Get(b).KinesisEndpoint)
+		props["endpoint"] = proxy.URL()
+		cuts = cutEvery(cutInterval, proxy)
+		defer func() { b.ReportMetric(float64(cuts()), "cuts") }()
+	}
 	var configure []func(*AWSKinesis)
 	if mode == modeExtended {
 		configure = append(configure, func(a *AWSKinesis) { a.sdkHTTPClient = newFanoutFixClient() })

@@ -19,9 +19,11 @@ import (
 const (
 	// minSubscribeGap is AWS's limit: one SubscribeToShard call per second per consumer and shard.
 	minSubscribeGap = time.Second
-	// A subscription still open on the shard (ResourceInUseException) goes away within 5 s on AWS.
-	inUseRetryFirst = time.Second
-	inUseRetryMax   = 5 * time.Second
+	// A subscription still open on the shard (ResourceInUseException), typically the one whose
+	// connection just dropped, goes away within 5 s on AWS. Retrying at the cadence AWS allows, instead
+	// of backing off, resumes as soon as it has gone: at most 5 extra calls, each within the limit.
+	inUseRetryFirst = minSubscribeGap
+	inUseRetryMax   = minSubscribeGap
 	// Other refusals (throttling, access, a missing consumer) back off further.
 	subscribeRetryFirst = time.Second
 	subscribeRetryMax   = 30 * time.Second
@@ -41,7 +43,7 @@ type fanOut struct {
 //   - SubscribeToShard from Start; when a subscription ends (5 minutes on AWS) or its connection drops,
 //     subscribes again AFTER the last ContinuationSequenceNumber, as soon as AWS allows (one call per
 //     second per shard and consumer);
-//   - ResourceInUseException (another subscription on the shard still open) backs off up to 5 s;
+//   - ResourceInUseException (another subscription on the shard still open) is retried once a second;
 //     other refusals back off exponentially, and are logged once per episode;
 //   - an event with ChildShards (or no continuation sequence number) ends the shard;
 //   - every event stream is closed and its Err() read.
