@@ -79,7 +79,10 @@ func TestStartWithoutEmulators(t *testing.T) {
 }
 
 func TestStartFailures(t *testing.T) {
-	const idle = `require("fs").writeFileSync(__dirname + "/pid", String(process.pid)); setInterval(() => {}, 1e6);`
+	// The pid file is renamed into place: a server stopped between writeFileSync's create and its
+	// write would leave an empty file for the test to read.
+	const idle = `const fs = require("fs"); fs.writeFileSync(__dirname + "/pid.tmp", String(process.pid)); ` +
+		`fs.renameSync(__dirname + "/pid.tmp", __dirname + "/pid"); setInterval(() => {}, 1e6);`
 	tests := map[string]struct {
 		kinesisLocal string
 		timeout      time.Duration
