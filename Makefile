@@ -12,7 +12,12 @@ EMULATORS_STAMP := $(EMULATORS)/node_modules/.make-deps-stamp
 # How long each fuzz target runs in `make fuzz` (and so in `make test`).
 FUZZTIME ?= 10s
 
-.PHONY: deps test fuzz demo
+# golangci-lint is pinned in a module of its own, tools/lint/go.mod, so that this module's go.mod
+# (which importers see) does not carry the linter's dependencies. `go tool` fetches and builds it on
+# first use (about 2.5 minutes on two cores) and reuses the build from the Go cache after that.
+GOLANGCI_LINT := $(GO) tool -modfile=tools/lint/go.mod golangci-lint
+
+.PHONY: deps test lint fuzz demo
 
 deps: $(EMULATORS_STAMP)
 	$(GO) mod download
@@ -23,8 +28,14 @@ $(EMULATORS_STAMP): $(EMULATORS)/package.json $(EMULATORS)/package-lock.json
 
 test: deps
 	$(GO) vet ./...
+	$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 -timeout 40m ./...
 	$(MAKE) --no-print-directory fuzz
+
+# lint runs golangci-lint with .golangci.yml (modelled on components-contrib's) over every package
+# of this module; tools/lint is a module of its own and is not linted.
+lint:
+	$(GOLANGCI_LINT) run ./...
 
 # fuzz runs every fuzz target for FUZZTIME, one at a time (go test -fuzz takes one target of one
 # package). Targets are found with `go test -list`, so new ones run without editing this file; only

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -129,7 +130,7 @@ func TestBatchRequestsInFlightAreBounded(t *testing.T) {
 			stream := kinesaliteStream(t, 2)
 			spy := newPutSpy()
 			spy.delay = 80 * time.Millisecond
-			b := newBinding(t, kinesaliteProps(t, stream, "batchLinger", "1ms", "maxInFlightBatches", fmt.Sprint(limit)), spy.install)
+			b := newBinding(t, kinesaliteProps(t, stream, "batchLinger", "1ms", "maxInFlightBatches", strconv.Itoa(limit)), spy.install)
 
 			// Callers arrive spread out, so that without the bound each would get a request of its own.
 			var wg sync.WaitGroup
@@ -177,7 +178,7 @@ func TestProducerStopsItsGoroutinesOnClose(t *testing.T) {
 		require.NoError(t, r.err)
 	}
 	resp, err := b.Invoke(t.Context(), &bindings.InvokeRequest{
-		Operation: bulkCreateOperation, Data: []byte(bulkPayload(600, func(i int) string { return fmt.Sprint(i) })),
+		Operation: bulkCreateOperation, Data: []byte(bulkPayload(600, strconv.Itoa)),
 	})
 	require.NoError(t, err)
 	assert.Equal(t, "0", resp.Metadata[respFailedCount])

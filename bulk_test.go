@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func TestBulkCreateAnswersEachEntryInRequestOrder(t *testing.T) {
 		{`17`, "", "not a record object"},
 		{`{"data":null,"partitionKey":"j"}`, `null`, ""},
 	}
-	var payload []string
+	payload := make([]string, 0, len(entries))
 	for _, e := range entries {
 		payload = append(payload, e.json)
 	}
@@ -104,7 +105,7 @@ func TestBulkCreateAnswersEachEntryInRequestOrder(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, results, len(entries))
 	assert.Equal(t, "application/json", *resp.ContentType)
-	assert.Equal(t, fmt.Sprint(len(entries)), resp.Metadata[respRecordCount])
+	assert.Equal(t, strconv.Itoa(len(entries)), resp.Metadata[respRecordCount])
 	assert.Equal(t, "6", resp.Metadata[respFailedCount])
 
 	for i, e := range entries {
@@ -192,13 +193,14 @@ func TestBulkCreateSplitsIntoAsManyRequestsAsTheLimitsNeed(t *testing.T) {
 		stream := kinesaliteStream(t, 4)
 		spy := newPutSpy()
 		b := newBinding(t, kinesaliteProps(t, stream), spy.install)
-		data := func(i int) string { return fmt.Sprint(i) }
+		data := strconv.Itoa
 
 		results, _, err := bulkCreate(t.Context(), b, bulkPayload(2*maxBatchRecords+1, data), nil)
 		require.NoError(t, err)
 		requireBulkWritten(t, server("kinesalite"), stream, results, key, data)
-		var sizes []int
-		for _, r := range spy.sent("PutRecords") {
+		sent := spy.sent("PutRecords")
+		sizes := make([]int, 0, len(sent))
+		for _, r := range sent {
 			sizes = append(sizes, len(r.keys))
 		}
 		assert.ElementsMatch(t, []int{500, 500, 1}, sizes)
@@ -254,7 +256,7 @@ func TestBulkCreateRetriesOnlyFailedEntriesAndReportsTheRest(t *testing.T) {
 		return ""
 	}
 	b := newBinding(t, kinesaliteProps(t, stream), spy.install)
-	data := func(i int) string { return fmt.Sprint(i) }
+	data := strconv.Itoa
 
 	results, resp, err := bulkCreate(t.Context(), b, bulkPayload(10, data), nil)
 	require.NoError(t, err)
@@ -277,7 +279,7 @@ func TestBulkCreateKeepsWithinMaxInFlightBatches(t *testing.T) {
 	spy.delay = 50 * time.Millisecond
 	b := newBinding(t, kinesaliteProps(t, stream, "maxInFlightBatches", "2"), spy.install)
 
-	results, _, err := bulkCreate(t.Context(), b, bulkPayload(6*maxBatchRecords, func(i int) string { return fmt.Sprint(i) }), nil)
+	results, _, err := bulkCreate(t.Context(), b, bulkPayload(6*maxBatchRecords, strconv.Itoa), nil)
 	require.NoError(t, err)
 	assert.Len(t, results, 6*maxBatchRecords)
 	assert.Len(t, spy.sent("PutRecords"), 6)
@@ -295,7 +297,7 @@ func TestBulkCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	results, _, err := bulkCreate(ctx, b, bulkPayload(maxBatchRecords+1, func(i int) string { return fmt.Sprint(i) }), nil)
+	results, _, err := bulkCreate(ctx, b, bulkPayload(maxBatchRecords+1, strconv.Itoa), nil)
 	// Well before the request, which hangs for the rest of the test, could end; the margin is for
 	// a loaded machine under -race.
 	assert.Less(t, time.Since(began), 5*time.Second)
@@ -310,16 +312,16 @@ func TestBulkCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 func TestChunksKeepOrderAndLimits(t *testing.T) {
 	t.Parallel()
 	mk := func(sizes ...int) []*pendingRecord {
-		var out []*pendingRecord
+		out := make([]*pendingRecord, 0, len(sizes))
 		for _, n := range sizes {
 			out = append(out, newPendingRecord(&record{data: make([]byte, n-1), partitionKey: "k"}, time.Time{}))
 		}
 		return out
 	}
 	sizes := func(groups [][]*pendingRecord) [][]int {
-		var out [][]int
+		out := make([][]int, 0, len(groups))
 		for _, g := range groups {
-			var s []int
+			s := make([]int, 0, len(g))
 			for _, pr := range g {
 				s = append(s, pr.rec.size())
 			}

@@ -38,8 +38,9 @@ func TestCloseWithAStalledLeaseTableIsPromptAndLeavesNothingRunning(t *testing.T
 			}
 			b := shStart(t, props, rec.handler("w"), configure...)
 
-			var want []string
-			for id, key := range shShardKeys(t, client, stream) {
+			keys := shShardKeys(t, client, stream)
+			want := make([]string, 0, len(keys))
+			for id, key := range keys {
 				want = append(want, "before-"+id)
 				shPutOn(t, client, stream, key, "before-"+id)
 			}

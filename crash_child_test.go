@@ -72,7 +72,7 @@ func runCrashChild(mode string) int {
 // childOut writes whole protocol lines; one write per line keeps lines intact on the pipe.
 var childOut sync.Mutex
 
-func say(format string, args ...any) {
+func sayf(format string, args ...any) {
 	line := fmt.Sprintf("@@"+format+"\n", args...)
 	childOut.Lock()
 	defer childOut.Unlock()
@@ -83,13 +83,13 @@ func say(format string, args ...any) {
 // record reported but not yet checkpointed when the process dies is delivered again elsewhere.
 func runConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error {
 	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
-		say("R %s", resp.Data)
+		sayf("R %s", resp.Data)
 		return nil, nil
 	})
 	if err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
-	say("READY")
+	sayf("READY")
 	<-ctx.Done()
 	return nil
 }
@@ -102,7 +102,7 @@ func runProducerChild(ctx context.Context, b bindings.InputOutputBinding) error 
 	if err != nil {
 		return fmt.Errorf("callers: %w", err)
 	}
-	say("READY")
+	sayf("READY")
 	var wg sync.WaitGroup
 	for lane := range callers {
 		wg.Add(1)
@@ -110,13 +110,13 @@ func runProducerChild(ctx context.Context, b bindings.InputOutputBinding) error 
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				data := laneRecord(prefix, lane, i)
-				say("TRY %s", data)
+				sayf("TRY %s", data)
 				resp, err := b.Invoke(ctx, &bindings.InvokeRequest{
 					Operation: bindings.CreateOperation, Data: []byte(data),
 					Metadata: map[string]string{reqPartitionKey: laneKey(lane)},
 				})
 				if err == nil {
-					say("OK %s %s %s", data, resp.Metadata[respShardID], resp.Metadata[respSequenceNumber])
+					sayf("OK %s %s %s", data, resp.Metadata[respShardID], resp.Metadata[respSequenceNumber])
 				}
 			}
 		}()

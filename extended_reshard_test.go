@@ -85,7 +85,7 @@ func (f *shardEndFake) subscribe(req *http.Request) *http.Response {
 			Timestamp      *float64
 		}
 	}
-	if err := json.Unmarshal(body, &in); err != nil {
+	if err = json.Unmarshal(body, &in); err != nil {
 		panic(err)
 	}
 	f.mu.Lock()
@@ -118,9 +118,9 @@ func (f *shardEndFake) subscribe(req *http.Request) *http.Response {
 	}
 	var records []record
 	for next := it.ShardIterator; next != nil; {
-		out, err := f.client.GetRecords(req.Context(), &kinesis.GetRecordsInput{ShardIterator: next})
-		if err != nil {
-			panic(err)
+		out, getErr := f.client.GetRecords(req.Context(), &kinesis.GetRecordsInput{ShardIterator: next})
+		if getErr != nil {
+			panic(getErr)
 		}
 		for _, r := range out.Records {
 			records = append(records, record{

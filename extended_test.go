@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,7 +98,7 @@ func TestExtendedDeliversThroughFanOutWithReadMetadata(t *testing.T) {
 	client := localaws.Get(t).KinesisClient()
 	type put struct{ shard, seq string }
 	puts := map[string]put{}
-	var want []string
+	want := make([]string, 0, 10)
 	for i := range 10 {
 		data := fmt.Sprintf("record-%02d", i)
 		out, err := client.PutRecord(t.Context(), &kinesis.PutRecordInput{
@@ -257,7 +258,7 @@ func TestExtendedCloseEndsSubscriptionsAtOnceAndCanDeregister(t *testing.T) {
 			t.Parallel()
 			stream := localaws.NewStream(t, 2)
 			props := extendedProps(t, stream)
-			props["deregisterConsumerOnClose"] = fmt.Sprint(deregister)
+			props["deregisterConsumerOnClose"] = strconv.FormatBool(deregister)
 			b, fix := newExtendedBinding(t, props)
 			rec := newRecorder()
 			require.NoError(t, b.Read(t.Context(), rec.handle))

@@ -2,6 +2,13 @@
 // AWS Kinesis data stream and an input binding that consumes it, under shard leases and checkpoints
 // kept in a DynamoDB lease table, by polling (shared mode) or through enhanced fan-out (extended
 // mode). The consumer engine is under internal/ (engine, leases, shardread, delivery).
+//
+// It is a drop-in for components-contrib's bindings/aws/kinesis: daprd builds register
+// [NewAWSKinesis] for both sides (README: "Building a daprd with this binding"), and the examples
+// here use it from Go without daprd. The README documents the component's metadata ("Metadata"),
+// the operations and their answers ("Output: create", "Output: bulkCreate"), what a handler gets
+// and when a record is delivered again ("Input: what your app receives"), the two modes, the lease
+// table and the IAM permissions. CHANGELOG.md says what changed between versions.
 package kinesis
 
 import (

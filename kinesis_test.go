@@ -3,7 +3,6 @@ package kinesis
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -294,7 +293,7 @@ func TestLifecycleErrors(t *testing.T) {
 	fresh := NewAWSKinesis(logger.NewLogger(t.Name()))
 	_, err = fresh.Invoke(t.Context(), &bindings.InvokeRequest{Operation: bindings.CreateOperation})
 	require.Error(t, err, "Invoke before Init")
-	assert.False(t, errors.Is(err, ErrClosed))
+	assert.NotErrorIs(t, err, ErrClosed)
 }
 
 func TestConformanceOutput(t *testing.T) {

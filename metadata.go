@@ -256,11 +256,15 @@ func checkName(field, value string, minLen, maxLen int) error {
 		return fmt.Errorf("'%s' must be %d to %d characters, got %d", field, minLen, maxLen, len(value))
 	}
 	for _, r := range value {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+		if !isNameChar(r) {
 			return fmt.Errorf("'%s' may contain only letters, digits, '_', '.' and '-'", field)
 		}
 	}
 	return nil
+}
+
+func isNameChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-'
 }
 
 // checkEndpoint accepts an empty value (the AWS endpoint) or an absolute http(s) URL.

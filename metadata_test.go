@@ -238,7 +238,7 @@ func TestMetadataYAMLMatchesStruct(t *testing.T) {
 			fromStruct = append(fromStruct, name)
 		}
 	}
-	var fromYAML []string
+	fromYAML := make([]string, 0, len(doc.Metadata))
 	defaults := defaultMetadata()
 	for _, f := range doc.Metadata {
 		fromYAML = append(fromYAML, f.Name)

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,9 +188,13 @@ func shTryPutOn(ctx context.Context, client *kinesis.Client, stream, hashKey str
 	if n := aws.ToInt32(out.FailedRecordCount); n > 0 {
 		return nil, fmt.Errorf("%d records not put", n)
 	}
-	puts := make([]shPut, len(data))
-	for i, r := range out.Records {
-		puts[i] = shPut{data: data[i], shardID: aws.ToString(r.ShardId), seq: aws.ToString(r.SequenceNumber)}
+	if len(out.Records) != len(data) {
+		return nil, fmt.Errorf("%d results for %d records", len(out.Records), len(data))
+	}
+	puts := make([]shPut, 0, len(data))
+	for i, d := range data {
+		r := out.Records[i]
+		puts = append(puts, shPut{data: d, shardID: aws.ToString(r.ShardId), seq: aws.ToString(r.SequenceNumber)})
 	}
 	return puts, nil
 }
@@ -319,9 +324,10 @@ func TestSharedDeliversEveryRecordInShardOrderDespiteHandlerFailures(t *testing.
 	}}
 	shStart(t, shProps(t, stream, consumer), rec.handler("w"))
 
-	var puts []shPut
+	keys := shShardKeys(t, client, stream)
+	puts := make([]shPut, 0, 40*len(keys))
 	i := 0
-	for _, key := range shShardKeys(t, client, stream) {
+	for _, key := range keys {
 		puts = append(puts, shPutOn(t, client, stream, key, shData(fmt.Sprintf("s%d", i), 40)...)...)
 		i++
 	}
@@ -389,7 +395,7 @@ func TestSharedRestartResumesAfterTheCheckpoint(t *testing.T) {
 	consumer := localaws.UniqueName("restart")
 	keys := shShardKeys(t, client, stream)
 
-	var first []shPut
+	first := make([]shPut, 0, 15*len(keys))
 	for id, key := range keys {
 		first = append(first, shPutOn(t, client, stream, key, shData("first-"+id, 15)...)...)
 	}
@@ -398,7 +404,7 @@ func TestSharedRestartResumesAfterTheCheckpoint(t *testing.T) {
 	rec.waitDelivered(t, dataOf(first), 30*time.Second)
 	require.NoError(t, b1.Close())
 
-	var second []shPut
+	second := make([]shPut, 0, 15*len(keys))
 	for id, key := range keys {
 		second = append(second, shPutOn(t, client, stream, key, shData("second-"+id, 15)...)...)
 	}
@@ -427,7 +433,7 @@ func TestSharedStartsWithinSecondsAndDeliversLatest(t *testing.T) {
 	client := localaws.Get(t).KinesisClient()
 	consumer := localaws.UniqueName("latest")
 	keys := shShardKeys(t, client, stream)
-	var old []shPut
+	old := make([]shPut, 0, len(keys))
 	for _, key := range keys {
 		old = append(old, shPutOn(t, client, stream, key, "old-"+key)...)
 	}
@@ -676,7 +682,7 @@ func TestSharedCloseReturnsInTimeWithAHandlerThatIgnoresItsContext(t *testing.T)
 	err := b1.Close()
 	took := time.Since(closing)
 	assert.Less(t, took, 5*time.Second, "Close returns within 5 s")
-	assert.Error(t, err, "Close reports the handler call that did not return")
+	require.Error(t, err, "Close reports the handler call that did not return")
 	t.Logf("Close took %v: %v", took, err)
 	owners, _ := shLeases(t, consumer)
 	assert.Zero(t, ownedBy(owners)["b1"], "the closed binding's leases are released, the stuck shard's too")
@@ -874,7 +880,7 @@ func TestSharedDeliversKPLAggregatedRecordsOneByOneAndResumesInsideTheAggregate(
 	for i, c := range calls[:3] {
 		assert.Equal(t, fmt.Sprintf("agg-%d", i), c.data)
 		assert.Equal(t, aggSeq, c.md["sequenceNumber"])
-		assert.Equal(t, fmt.Sprint(i), c.md["subSequenceNumber"])
+		assert.Equal(t, strconv.Itoa(i), c.md["subSequenceNumber"])
 		assert.Equal(t, fmt.Sprintf("agg-pk-%d", i), c.md["partitionKey"])
 	}
 
@@ -914,8 +920,9 @@ func TestSharedChildrenOfAShardReadBeforeStartFromTheirFirstRecord(t *testing.T)
 	_, err := client.SplitShard(t.Context(), &kinesis.SplitShardInput{StreamName: aws.String(stream), ShardToSplit: aws.String(parent), NewStartingHashKey: aws.String(mid)})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 10*time.Second, 20*time.Millisecond)
-	var down []string
-	for id, key := range shShardKeys(t, client, stream) {
+	keys := shShardKeys(t, client, stream)
+	down := make([]string, 0, len(keys))
+	for id, key := range keys {
 		down = append(down, dataOf(shPutOn(t, client, stream, key, "while-down-"+id))...)
 	}
 	time.Sleep(2 * time.Second) // well before the next Read: LATEST alone would skip them

@@ -114,7 +114,7 @@ func (b *bench) one(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("one      one replica owns all %d shards %v after Read\n", b.shards, owned.Sub(began).Round(time.Millisecond))
+	fmt.Printf("one      one replica owns all %d shards %v after Read\n", b.shards, owned.Sub(began).Round(time.Millisecond)) //nolint:dupword // the case name heads the line
 	return nil
 }
 
@@ -132,7 +132,7 @@ func (b *bench) three(ctx context.Context) error {
 	}
 	wg.Wait()
 	defer closeAll(replicas)
-	if err := errors.Join(errs...); err != nil {
+	if err = errors.Join(errs...); err != nil {
 		return err
 	}
 	all, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, _ int) bool { return sum(owners) == int(b.shards) })
@@ -145,7 +145,7 @@ func (b *bench) three(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("three    three replicas started together: all %d shards owned %v after Read, fair (max-min <= 1) %v after\n",
+	fmt.Printf("three    three replicas started together: all %d shards owned %v after Read, fair (max-min <= 1) %v after\n", //nolint:dupword // the case name heads the line
 		b.shards, all.Sub(began).Round(time.Millisecond), fairAt.Sub(began).Round(time.Millisecond))
 	return nil
 }
@@ -163,9 +163,9 @@ func (b *bench) rolling(ctx context.Context) error {
 		}
 	}()
 	for _, w := range []string{"r0", "r1", "r2"} {
-		r, err := b.start(ctx, stream, consumer, w, rec.handle)
-		if err != nil {
-			return err
+		r, startErr := b.start(ctx, stream, consumer, w, rec.handle)
+		if startErr != nil {
+			return startErr
 		}
 		replicas[w] = r
 	}
@@ -179,14 +179,14 @@ func (b *bench) rolling(ctx context.Context) error {
 		defer close(putDone)
 		sent, putErr = b.putLoop(putCtx, stream)
 	}()
-	if _, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, claims int) bool {
+	if _, err = b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, claims int) bool {
 		return fair(owners, int(b.shards), "r0", "r1", "r2") && claims == 0
 	}); err != nil {
 		stopPuts()
 		<-putDone
 		return err
 	}
-	if err := replicas["r1"].Close(); err != nil {
+	if err = replicas["r1"].Close(); err != nil {
 		fmt.Printf("rolling  Close of r1: %v\n", err)
 	}
 	delete(replicas, "r1")

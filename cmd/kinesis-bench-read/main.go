@@ -204,9 +204,9 @@ func (b *bench) drain(ctx context.Context) error {
 		for i := range entries {
 			entries[i] = types.PutRecordsRequestEntry{Data: data, PartitionKey: aws.String(strconv.Itoa(put + i))}
 		}
-		out, err := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
-		if err != nil {
-			return err
+		out, putErr := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
+		if putErr != nil {
+			return putErr
 		}
 		if f := aws.ToInt32(out.FailedRecordCount); f > 0 {
 			return fmt.Errorf("%d records not put", f)

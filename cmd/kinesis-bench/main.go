@@ -127,8 +127,8 @@ func runOnFreshServer(ctx context.Context, cfg *config, server string, m mode, n
 		return result{}, err
 	}
 	defer func() {
-		if err := srv.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "kinesis-bench:", err)
+		if stopErr := srv.Stop(); stopErr != nil {
+			fmt.Fprintln(os.Stderr, "kinesis-bench:", stopErr)
 		}
 	}()
 	t, err := newTarget(srv, server)

@@ -259,7 +259,7 @@ func runRoundtrip(ctx context.Context, args []string) error {
 	if err := send(ctx, out, *n, "", ""); err != nil {
 		return err
 	}
-	for i := 0; i < *n; i++ {
+	for i := range *n {
 		select {
 		case <-received:
 		case <-ctx.Done():

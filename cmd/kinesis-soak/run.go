@@ -224,7 +224,8 @@ func produce(ctx context.Context, c config, out bindings.OutputBinding, t *tally
 		go func() {
 			defer wg.Done()
 			for id := range tokens {
-				callCtx, cancel := context.WithTimeout(context.Background(), createWait)
+				// The run's end must not cancel a create in flight: its outcome would be unknown.
+				callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createWait)
 				_, err := out.Invoke(callCtx, &bindings.InvokeRequest{
 					Operation: bindings.CreateOperation,
 					Data:      []byte(recordData(id, time.Now())),

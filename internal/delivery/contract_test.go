@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -317,7 +318,7 @@ func FuzzDeaggregation(f *testing.F) {
 	f.Add([]byte{}, append([]byte{0xf3, 0x89, 0x9a, 0xc2}, make([]byte, 16)...))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		for i, data := range [][]byte{a, b} {
-			seq := fmt.Sprint(i + 1)
+			seq := strconv.Itoa(i + 1)
 			users := userRecords(types.Record{SequenceNumber: aws.String(seq), Data: data, PartitionKey: aws.String("k")})
 			for j, u := range users {
 				if u.pos.Seq != seq || u.of != len(users) {

@@ -101,8 +101,8 @@ func TestLatencyDelaysEachDirection(t *testing.T) {
 		began := time.Now()
 		_, err = io.WriteString(c, "ping\n")
 		require.NoError(t, err)
-		line, err := r.ReadString('\n')
-		require.NoError(t, err)
+		line, readErr := r.ReadString('\n')
+		require.NoError(t, readErr)
 		assert.Equal(t, "ping\n", line)
 		// A lower bound only: the delay is added in both directions; the machine may add more.
 		assert.GreaterOrEqual(t, time.Since(began), 2*latency)
@@ -164,14 +164,14 @@ func TestCutAllClosesTheServerSideGently(t *testing.T) {
 	defer ln.Close()
 	serverErr := make(chan error, 1)
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			serverErr <- err
+		c, acceptErr := ln.Accept()
+		if acceptErr != nil {
+			serverErr <- acceptErr
 			return
 		}
 		defer c.Close()
-		_, err = io.Copy(io.Discard, c) // until the proxy's close
-		serverErr <- err
+		_, copyErr := io.Copy(io.Discard, c) // until the proxy's close
+		serverErr <- copyErr
 	}()
 	p := newProxy(t, ln.Addr().String())
 	c, err := net.Dial("tcp", p.Addr())
@@ -205,7 +205,10 @@ func TestRefuseResetsNewConnectionsUntilResume(t *testing.T) {
 	p.Refuse()
 	assert.Equal(t, int64(1), p.Stats().Cut, "open connections are cut as well")
 	for range 3 {
-		_, err = client.Get(p.URL())
+		resp, err = client.Get(p.URL())
+		if err == nil {
+			resp.Body.Close()
+		}
 		require.Error(t, err)
 		assert.True(t, isConnectionFailure(err), "%v", err)
 	}
@@ -233,7 +236,10 @@ func TestBlackholeHoldsTrafficUntilResume(t *testing.T) {
 	p := newProxy(t, srv.URL)
 
 	p.Blackhole()
-	_, err := newHTTPClient(t, 300*time.Millisecond).Get(p.URL())
+	resp, err := newHTTPClient(t, 300*time.Millisecond).Get(p.URL())
+	if err == nil {
+		resp.Body.Close()
+	}
 	require.Error(t, err)
 	var ne net.Error
 	require.ErrorAs(t, err, &ne)
@@ -324,7 +330,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()
 	select {
-	case err := <-closed:
+	case err = <-closed:
 		require.NoError(t, err)
 	case <-ctx.Done():
 		t.Fatal("Close hangs")

@@ -157,7 +157,7 @@ func (l *Lease) HandOff(ctx context.Context, cp string) error {
 	if err != nil {
 		return err
 	}
-	l.end(fmt.Sprintf("handed over to %s", claimant))
+	l.end("handed over to " + claimant)
 	return nil
 }
 

@@ -183,7 +183,7 @@ func EnsureTable(ctx context.Context, db DynamoDB, name string, log logger.Logge
 		return err
 	}
 	if status == "" {
-		_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		_, err = db.CreateTable(ctx, &dynamodb.CreateTableInput{
 			TableName:            aws.String(name),
 			BillingMode:          dtypes.BillingModePayPerRequest,
 			AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String(AttrShardID), AttributeType: dtypes.ScalarAttributeTypeS}},

@@ -2,7 +2,6 @@ package localaws
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -63,7 +62,7 @@ func TestStartStop(t *testing.T) {
 	require.NoError(t, s.Stop())
 	t.Logf("stopped in %v", time.Since(began).Round(time.Millisecond))
 	for _, pid := range pids {
-		assertGone(t, pid)
+		requireGone(t, pid)
 	}
 	assert.NoDirExists(t, s.logDir)
 	require.NoError(t, s.Stop(), "second Stop")
@@ -80,7 +79,10 @@ func TestStartWithoutEmulators(t *testing.T) {
 }
 
 func TestStartFailures(t *testing.T) {
-	const idle = `require("fs").writeFileSync(__dirname + "/pid", String(process.pid)); setInterval(() => {}, 1e6);`
+	// The pid file is renamed into place: a server stopped between writeFileSync's create and its
+	// write would leave an empty file for the test to read.
+	const idle = `const fs = require("fs"); fs.writeFileSync(__dirname + "/pid.tmp", String(process.pid)); ` +
+		`fs.renameSync(__dirname + "/pid.tmp", __dirname + "/pid"); setInterval(() => {}, 1e6);`
 	tests := map[string]struct {
 		kinesisLocal string
 		timeout      time.Duration
@@ -112,7 +114,7 @@ func TestStartFailures(t *testing.T) {
 				assert.Contains(t, err.Error(), want)
 			}
 			if tt.wantIs != nil {
-				assert.ErrorIs(t, err, tt.wantIs)
+				require.ErrorIs(t, err, tt.wantIs)
 			}
 			assert.Less(t, time.Since(began), tt.timeout+5*time.Second)
 
@@ -124,7 +126,7 @@ func TestStartFailures(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(dir, "dynalite", "pid")); err == nil {
 				pid, err := strconv.Atoi(string(b))
 				require.NoError(t, err)
-				assertGone(t, pid)
+				requireGone(t, pid)
 			}
 		})
 	}
@@ -141,7 +143,7 @@ func TestStopKillsServerIgnoringSIGTERM(t *testing.T) {
 
 	require.NoError(t, srv.signal(syscall.SIGTERM))
 	require.NoError(t, srv.waitOrKill(200*time.Millisecond))
-	assertGone(t, srv.cmd.Process.Pid)
+	requireGone(t, srv.cmd.Process.Pid)
 	assert.Contains(t, srv.logTail(), "ignored")
 	assert.ErrorContains(t, srv.waitErr, "killed")
 }
@@ -165,12 +167,12 @@ func fakeEmulators(t *testing.T, kinesisLocal, dynalite string) string {
 	return dir
 }
 
-// assertGone checks that neither the process nor its group exists. Stop reaps
+// requireGone checks that neither the process nor its group exists. Stop reaps
 // its children, so a finished process does not linger as a zombie.
-func assertGone(t *testing.T, pid int) {
+func requireGone(t *testing.T, pid int) {
 	t.Helper()
-	assert.True(t, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), "pid %d still exists", pid)
-	assert.True(t, errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH), "process group %d still exists", pid)
+	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "pid %d still exists", pid)
+	require.ErrorIs(t, syscall.Kill(-pid, 0), syscall.ESRCH, "process group %d still exists", pid)
 }
 
 // TestServersSurviveAClientThatHangsUp: a client whose context is cancelled

@@ -61,11 +61,11 @@ func (s *Servers) RestartKinesis(ctx context.Context) error {
 		return fmt.Errorf("localaws: restart kinesis-local: %w", err)
 	}
 	old := s.kinesis
-	if err := old.signal(syscall.SIGKILL); err != nil {
+	if err = old.signal(syscall.SIGKILL); err != nil {
 		return err
 	}
 	<-old.done
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	if err = os.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("localaws: restart kinesis-local: restore data: %w", err)
 	}
 

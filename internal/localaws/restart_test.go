@@ -37,7 +37,7 @@ func TestRestartKinesisKeepsDataAndPort(t *testing.T) {
 	require.NoError(t, s.RestartKinesis(ctx))
 	assert.Equal(t, endpoint, s.KinesisEndpoint, "same port")
 	assert.NotEqual(t, oldPid, s.kinesis.cmd.Process.Pid, "a new process")
-	assertGone(t, oldPid)
+	requireGone(t, oldPid)
 
 	// The record put just before the restart, with nothing between them, is kept.
 	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
@@ -59,7 +59,7 @@ func TestRestartKinesisKeepsDataAndPort(t *testing.T) {
 
 	newPid := s.kinesis.cmd.Process.Pid
 	require.NoError(t, s.Stop())
-	assertGone(t, newPid)
+	requireGone(t, newPid)
 	require.Error(t, s.RestartKinesis(ctx), "after Stop")
 }
 

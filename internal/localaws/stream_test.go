@@ -33,7 +33,8 @@ func TestUniqueName(t *testing.T) {
 			assert.Len(t, got, len(tt.wantPrefix)+12)
 		})
 	}
-	assert.NotEqual(t, UniqueName("x"), UniqueName("x"))
+	first, second := UniqueName("x"), UniqueName("x")
+	assert.NotEqual(t, first, second)
 }
 
 func TestNewStream(t *testing.T) {

@@ -2,6 +2,7 @@ package localaws
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -74,6 +75,13 @@ func Get(t testing.TB) *Servers {
 	return shared.get(t)
 }
 
+// Shared is Get for code without a testing.TB, such as a package's Example functions: it returns
+// this test binary's servers, starting them on first use, or the error Get would fail with.
+func Shared() (*Servers, error) {
+	s, _, err := shared.start()
+	return s, err
+}
+
 // NewStream creates a uniquely named stream (named after the test) on
 // kinesis-local, waits until it is ACTIVE and deletes it when the test ends.
 func NewStream(t testing.TB, shards int32) string {
@@ -114,15 +122,27 @@ func (l *lazy) enable(opts Options) {
 
 func (l *lazy) get(t testing.TB) *Servers {
 	t.Helper()
+	s, took, err := l.start()
+	if err != nil {
+		t.Fatal(err)
+		return nil
+	}
+	if took > 0 {
+		t.Logf("localaws: servers ready in %v", took.Round(time.Millisecond))
+	}
+	return s
+}
+
+// start returns the servers, starting them on the first call; took is how long that start took,
+// and 0 on every other call.
+func (l *lazy) start() (_ *Servers, took time.Duration, _ error) {
 	l.mu.Lock()
 	enabled, opts := l.enabled, l.opts
 	l.mu.Unlock()
 	if !enabled {
 		// Without Run nobody would stop the servers.
-		t.Fatal("localaws: Get needs the package's TestMain to call localaws.Run")
-		return nil
+		return nil, 0, errors.New("localaws: the servers need the package's TestMain to call localaws.Run")
 	}
-	var took time.Duration
 	l.once.Do(func() {
 		began := time.Now()
 		s, err := Start(context.Background(), opts)
@@ -132,15 +152,8 @@ func (l *lazy) get(t testing.TB) *Servers {
 		l.mu.Unlock()
 	})
 	l.mu.Lock()
-	s, err := l.servers, l.err
-	l.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if took > 0 {
-		t.Logf("localaws: servers ready in %v", took.Round(time.Millisecond))
-	}
-	return s
+	defer l.mu.Unlock()
+	return l.servers, took, l.err
 }
 
 func (l *lazy) stop() {

@@ -80,7 +80,8 @@ func (p *polling) Run(ctx context.Context, out chan<- Batch) error {
 		}
 		lastCall = time.Now()
 		res, err := p.cfg.Client.GetRecords(ctx, &kinesis.GetRecordsInput{
-			ShardIterator: aws.String(iterator), Limit: aws.Int32(int32(p.cfg.MaxRecords)),
+			ShardIterator: aws.String(iterator),
+			Limit:         aws.Int32(int32(p.cfg.MaxRecords)), //nolint:gosec // G115: metadata parsing keeps maxRecords within 1..10,000
 		})
 		var expired *types.ExpiredIteratorException
 		switch {

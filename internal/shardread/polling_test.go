@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func (f *fakeShard) GetShardIterator(_ context.Context, in *kinesis.GetShardIter
 	case types.ShardIteratorTypeLatest:
 		next = f.records
 	}
-	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(fmt.Sprint(next))}, nil
+	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(strconv.Itoa(next))}, nil
 }
 
 func (f *fakeShard) GetRecords(_ context.Context, in *kinesis.GetRecordsInput, _ ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
@@ -74,7 +75,7 @@ func (f *fakeShard) GetRecords(_ context.Context, in *kinesis.GetRecordsInput, _
 		out.MillisBehindLatest = aws.Int64(0)
 	}
 	if !f.closed || next < f.records {
-		out.NextShardIterator = aws.String(fmt.Sprint(next))
+		out.NextShardIterator = aws.String(strconv.Itoa(next))
 	}
 	return out, nil
 }
@@ -133,7 +134,7 @@ func stop(t *testing.T, cancel context.CancelFunc, done <-chan error) {
 	cancel()
 	select {
 	case err := <-done:
-		assert.ErrorIs(t, err, ErrStopped)
+		require.ErrorIs(t, err, ErrStopped)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reader did not stop after its context ended")
 	}
