@@ -21,6 +21,7 @@ GOLANGCI_LINT := $(GO) tool -modfile=tools/lint/go.mod golangci-lint
 
 deps: $(EMULATORS_STAMP)
 	$(GO) mod download
+	$(GO) mod download -modfile=tools/lint/go.mod
 
 $(EMULATORS_STAMP): $(EMULATORS)/package.json $(EMULATORS)/package-lock.json
 	$(NPM) ci --prefix $(EMULATORS)
