@@ -19,12 +19,7 @@ import (
 const (
 	// minSubscribeGap is AWS's limit: one SubscribeToShard call per second per consumer and shard.
 	minSubscribeGap = time.Second
-	// A subscription still open on the shard (ResourceInUseException), typically the one whose
-	// connection just dropped, goes away within 5 s on AWS. Retrying at the cadence AWS allows, instead
-	// of backing off, resumes as soon as it has gone: at most 5 extra calls, each within the limit.
-	inUseRetryFirst = minSubscribeGap
-	inUseRetryMax   = minSubscribeGap
-	// Other refusals (throttling, access, a missing consumer) back off further.
+	// Refusals other than ResourceInUseException (throttling, access, a missing consumer) back off.
 	subscribeRetryFirst = time.Second
 	subscribeRetryMax   = 30 * time.Second
 )
@@ -35,7 +30,6 @@ type fanOut struct {
 
 	// The failure episode and its backoffs, ended by the first event of a subscription.
 	failures episode
-	inUse    backoff.Exponential
 	refused  backoff.Exponential
 }
 
@@ -53,7 +47,6 @@ func NewFanOut(cfg FanOutConfig) Reader {
 		cfg:      cfg,
 		log:      log,
 		failures: episode{log: log},
-		inUse:    backoff.Exponential{Initial: inUseRetryFirst, Max: inUseRetryMax},
 		refused:  backoff.Exponential{Initial: subscribeRetryFirst, Max: subscribeRetryMax},
 	}
 }
@@ -88,8 +81,11 @@ func (f *fanOut) Run(ctx context.Context, out chan<- Batch) error {
 			// The subscription ran its course (5 minutes on AWS): subscribe again at once.
 			wait = 0
 		case errors.As(err, &inUseErr):
+			// The old subscription, typically the one whose connection just dropped, goes away within
+			// 5 s on AWS: retrying at the cadence AWS allows (minSubscribeGap, kept by the loop) resumes
+			// as soon as it has gone, with at most 5 extra calls.
 			f.failures.failed("Subscribing to the shard", err, false)
-			wait = f.inUse.Next()
+			wait = 0
 		case errors.As(err, &apiErr):
 			f.failures.failed("Subscribing to the shard", err, operatorMustAct(err))
 			wait = f.refused.Next()
@@ -142,7 +138,6 @@ func (f *fanOut) subscribe(ctx context.Context, after string, out chan<- Batch, 
 			}
 			if events++; events == 1 {
 				f.failures.recovered("Subscribing to the shard")
-				f.inUse.Reset()
 				f.refused.Reset()
 			}
 			v := e.Value
