@@ -32,11 +32,7 @@ func TestCloseWithAStalledLeaseTableIsPromptAndLeavesNothingRunning(t *testing.T
 			props := shProps(t, stream, consumer, "mode", string(mode), "dynamoDBEndpoint", table.URL())
 
 			rec := &shRecorder{}
-			var configure []func(*AWSKinesis)
-			if mode == modeExtended {
-				configure = append(configure, func(a *AWSKinesis) { a.sdkHTTPClient = newFanoutFixClient() })
-			}
-			b := shStart(t, props, rec.handler("w"), configure...)
+			b := shStart(t, props, rec.handler("w"), withFanoutFix(mode)...)
 
 			keys := shShardKeys(t, client, stream)
 			want := make([]string, 0, len(keys))
@@ -57,9 +53,7 @@ func TestCloseWithAStalledLeaseTableIsPromptAndLeavesNothingRunning(t *testing.T
 			t.Logf("Close took %v: %v", took.Round(time.Millisecond), err)
 			assert.Less(t, took, 5*time.Second, "Close returns within 5 s")
 
-			if c, ok := srv.AWSConfig().HTTPClient.(interface{ CloseIdleConnections() }); ok {
-				c.CloseIdleConnections() // the test's own client
-			}
+			closeIdleTestConnections(srv)
 			goleak.VerifyNone(t, ignore...)
 			table.Resume()
 		})

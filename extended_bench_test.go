@@ -47,11 +47,7 @@ func benchReadLatency(b *testing.B, mode consumerMode, cutInterval time.Duration
 		cuts = cutEvery(cutInterval, proxy)
 		defer func() { b.ReportMetric(float64(cuts()), "cuts") }()
 	}
-	var configure []func(*AWSKinesis)
-	if mode == modeExtended {
-		configure = append(configure, func(a *AWSKinesis) { a.sdkHTTPClient = newFanoutFixClient() })
-	}
-	binding := newBinding(b, props, configure...)
+	binding := newBinding(b, props, withFanoutFix(mode)...)
 
 	var (
 		mu        sync.Mutex

@@ -42,6 +42,15 @@ type fanoutFixClient struct {
 
 var errDeadReplica = errors.New("test: this replica is dead")
 
+// withFanoutFix is the configuration a binding of mode needs on kinesis-local: the fan-out fix
+// client in extended mode, nothing in shared mode.
+func withFanoutFix(mode consumerMode) []func(*AWSKinesis) {
+	if mode != modeExtended {
+		return nil
+	}
+	return []func(*AWSKinesis){func(a *AWSKinesis) { a.sdkHTTPClient = newFanoutFixClient() }}
+}
+
 func newFanoutFixClient() *fanoutFixClient {
 	c := &fanoutFixClient{next: awshttp.NewBuildableClient(), calls: map[string]int{}, conns: map[net.Conn]struct{}{}}
 	tr := http.DefaultTransport.(*http.Transport).Clone()

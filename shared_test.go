@@ -800,10 +800,16 @@ func TestSharedCloseWhileAParentBlocksItsChildrenLeavesNoGoroutine(t *testing.T)
 	owners, _ := shLeases(t, consumer)
 	assert.Empty(t, owners, "every lease is released")
 
-	if c, ok := srv.AWSConfig().HTTPClient.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections() // the test's own client
-	}
+	closeIdleTestConnections(srv)
 	goleak.VerifyNone(t, ignore)
+}
+
+// closeIdleTestConnections closes the idle connections of the tests' own SDK clients on srv, whose
+// goroutines a leak check would otherwise report.
+func closeIdleTestConnections(srv *localaws.Servers) {
+	if c, ok := srv.AWSConfig().HTTPClient.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // Not parallel: the conformance suite keeps state in package variables.
