@@ -129,6 +129,7 @@ func (a *AWSKinesis) startConsumer(ctx context.Context, handler bindings.Handler
 		Handler:        handler,
 		HandlerContext: ctx,
 		Delivery:       m.deliverySettings(),
+		LagWarning:     m.LagWarningThreshold,
 		Log:            log,
 	})
 	if err != nil {
@@ -165,6 +166,7 @@ func (m *kinesisMetadata) deliverySettings() delivery.Settings {
 		RetryInitial: m.RetryInitialInterval,
 		RetryMax:     m.RetryMaxInterval,
 		MaxAttempts:  m.MaxDeliveryAttempts,
+		Concurrency:  m.ConcurrencyPerShard,
 	}
 }
 

@@ -45,6 +45,8 @@ const (
 	defaultRetryMaxInterval     = 10 * time.Second
 	defaultBatchLinger          = 2 * time.Millisecond
 	defaultMaxInFlightBatches   = 16
+	defaultConcurrencyPerShard  = 1
+	defaultLagWarningThreshold  = time.Minute
 
 	// minPollInterval keeps every shard under AWS's 5 GetRecords calls per second.
 	minPollInterval = 200 * time.Millisecond
@@ -56,6 +58,10 @@ const (
 	maxLeaseDuration  = time.Hour
 	maxBatchLinger    = time.Minute
 	maxWorkerIDLength = 256
+	// maxConcurrencyPerShard bounds the handler calls of one shard; a shard reads at most 2 MiB/s.
+	maxConcurrencyPerShard = 1000
+	// maxLagWarningThreshold is Kinesis's longest retention (365 days).
+	maxLagWarningThreshold = 365 * 24 * time.Hour
 )
 
 // kinesisMetadata is the component's metadata. Fields without `mdignore` are listed, with the same
@@ -87,6 +93,8 @@ type kinesisMetadata struct {
 	RetryInitialInterval time.Duration   `json:"retryInitialInterval" mapstructure:"retryInitialInterval"`
 	RetryMaxInterval     time.Duration   `json:"retryMaxInterval" mapstructure:"retryMaxInterval"`
 	MaxDeliveryAttempts  int             `json:"maxDeliveryAttempts" mapstructure:"maxDeliveryAttempts"`
+	ConcurrencyPerShard  int             `json:"concurrencyPerShard" mapstructure:"concurrencyPerShard"`
+	LagWarningThreshold  time.Duration   `json:"lagWarningThreshold" mapstructure:"lagWarningThreshold"`
 
 	// Input side, shared mode.
 	PollInterval time.Duration `json:"pollInterval" mapstructure:"pollInterval"`
@@ -118,6 +126,8 @@ func defaultMetadata() kinesisMetadata {
 		MaxRecords:           defaultMaxRecords,
 		BatchLinger:          defaultBatchLinger,
 		MaxInFlightBatches:   defaultMaxInFlightBatches,
+		ConcurrencyPerShard:  defaultConcurrencyPerShard,
+		LagWarningThreshold:  defaultLagWarningThreshold,
 	}
 }
 
@@ -221,6 +231,12 @@ func (m *kinesisMetadata) validateInput() error {
 	}
 	if m.MaxDeliveryAttempts < 0 {
 		return errors.New("'maxDeliveryAttempts' must not be negative (0 retries until the record succeeds)")
+	}
+	if m.ConcurrencyPerShard < 1 || m.ConcurrencyPerShard > maxConcurrencyPerShard {
+		return fmt.Errorf("'concurrencyPerShard' must be between 1 (one record of a shard at a time) and %d", maxConcurrencyPerShard)
+	}
+	if m.LagWarningThreshold < 0 || m.LagWarningThreshold > maxLagWarningThreshold {
+		return fmt.Errorf("'lagWarningThreshold' must be between 0 (no lag warning) and %s", maxLagWarningThreshold)
 	}
 	if m.PollInterval < minPollInterval || m.PollInterval > maxInterval {
 		return fmt.Errorf("'pollInterval' must be between %s (AWS allows 5 GetRecords calls per second per shard) and %s", minPollInterval, maxInterval)

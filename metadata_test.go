@@ -25,6 +25,8 @@ func TestParseMetadataDefaults(t *testing.T) {
 	assert.Equal(t, 100*time.Millisecond, m.RetryInitialInterval)
 	assert.Equal(t, 10*time.Second, m.RetryMaxInterval)
 	assert.Zero(t, m.MaxDeliveryAttempts)
+	assert.Equal(t, 1, m.ConcurrencyPerShard, "one record of a shard at a time, as upstream")
+	assert.Equal(t, time.Minute, m.LagWarningThreshold)
 	assert.Equal(t, 250*time.Millisecond, m.PollInterval)
 	assert.Equal(t, 10000, m.MaxRecords)
 	assert.False(t, m.DeregisterConsumerOnClose)
@@ -54,6 +56,8 @@ func TestParseMetadataValues(t *testing.T) {
 		"retryInitialInterval":      "1s",
 		"retryMaxInterval":          "1m",
 		"maxDeliveryAttempts":       "5",
+		"concurrencyPerShard":       "32",
+		"lagWarningThreshold":       "30s",
 		"pollInterval":              "1s",
 		"maxRecords":                "10000",
 		"consumerARN":               "arn:aws:kinesis:eu-west-1:1:stream/orders/consumer/app:1",
@@ -78,6 +82,8 @@ func TestParseMetadataValues(t *testing.T) {
 	assert.Equal(t, time.Second, m.RetryInitialInterval)
 	assert.Equal(t, time.Minute, m.RetryMaxInterval)
 	assert.Equal(t, 5, m.MaxDeliveryAttempts)
+	assert.Equal(t, 32, m.ConcurrencyPerShard)
+	assert.Equal(t, 30*time.Second, m.LagWarningThreshold)
 	assert.Equal(t, time.Second, m.PollInterval)
 	assert.Equal(t, 10000, m.MaxRecords)
 	assert.True(t, m.DeregisterConsumerOnClose)
@@ -136,6 +142,11 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"attempts negative", map[string]string{"streamName": "s", "maxDeliveryAttempts": "-1"}, "'maxDeliveryAttempts' must not be negative"},
 		{"attempts not a number", map[string]string{"streamName": "s", "maxDeliveryAttempts": "many"}, "maxDeliveryAttempts"},
 		{"poll too fast", map[string]string{"streamName": "s", "pollInterval": "100ms"}, "'pollInterval' must be between 200ms"},
+		{"concurrency zero", map[string]string{"streamName": "s", "concurrencyPerShard": "0"}, "'concurrencyPerShard' must be between 1"},
+		{"concurrency huge", map[string]string{"streamName": "s", "concurrencyPerShard": "1001"}, "'concurrencyPerShard' must be between 1 (one record of a shard at a time) and 1000"},
+		{"concurrency not a number", map[string]string{"streamName": "s", "concurrencyPerShard": "lots"}, "concurrencyPerShard"},
+		{"lag warning negative", map[string]string{"streamName": "s", "lagWarningThreshold": "-1s"}, "'lagWarningThreshold' must be between 0"},
+		{"lag warning not a duration", map[string]string{"streamName": "s", "lagWarningThreshold": "soon"}, "lagWarningThreshold"},
 		{"max records zero", map[string]string{"streamName": "s", "maxRecords": "0"}, "'maxRecords' must be between 1 and 10000"},
 		{"max records huge", map[string]string{"streamName": "s", "maxRecords": "10001"}, "'maxRecords' must be between 1 and 10000"},
 		{"max records overflow", map[string]string{"streamName": "s", "maxRecords": "99999999999999999999999"}, "maxRecords"},

@@ -1,11 +1,18 @@
 // Package delivery is the delivery contract both input modes share, whatever reader feeds it:
-//   - a shard's records reach the handler one at a time, in sequence order, KPL aggregates one user
-//     record at a time;
 //   - a record counts as delivered only when the handler returned nil; a failed record is retried,
-//     with capped exponential backoff, before any later record, until it succeeds, delivery stops,
-//     or (if MaxAttempts > 0) it has failed MaxAttempts times and is skipped, with an error log;
-//   - the position it reports, and so the checkpoint, is never past a record still failing;
-//   - once stopping, nothing more is delivered: the handler call in flight may finish.
+//     with capped exponential backoff, before any later record of its partition key, until it
+//     succeeds, delivery stops, or (if MaxAttempts > 0) it has failed MaxAttempts times and is
+//     skipped, with an error log;
+//   - with Concurrency 1 a shard's records reach the handler one at a time, in sequence order (KPL
+//     aggregates one user record at a time), and a failing record holds back every later one;
+//   - with Concurrency n > 1 up to n handler calls of the shard run at once: records of one partition
+//     key (a KPL user record's own key) one at a time and in sequence order, records of different
+//     keys concurrently; a failing record holds back only the later records of its key;
+//   - the checkpoint is the watermark: the position of the last record before the oldest one not yet
+//     done, never past a record in flight or failing;
+//   - records read but not yet done are capped (count and bytes): past the cap the engine reads no
+//     more until the watermark moves, so a record failing for ever bounds memory;
+//   - once stopping, no call starts: the calls in flight may finish.
 package delivery
 
 import (
@@ -21,6 +28,16 @@ import (
 	"github.com/dapr/kit/logger"
 )
 
+// The pending cap's defaults. 10,000 records is one full GetRecords answer (AWS's maximum), so reading
+// stays one batch ahead of delivery at any handler speed; with a record failing for ever it is also
+// the most that a crash delivers again after it. 8 MiB of records not yet done is four seconds of a
+// shard's read limit (2 MiB/s): enough to keep 1,000 calls busy, small enough for a replica holding
+// 64 shards.
+const (
+	DefaultMaxPending      = 10000
+	DefaultMaxPendingBytes = 8 << 20
+)
+
 // Settings are the parts of the contract that come from metadata.
 type Settings struct {
 	StreamName   string
@@ -28,10 +45,17 @@ type Settings struct {
 	RetryMax     time.Duration
 	// MaxAttempts > 0 skips a record after that many failed deliveries; 0 retries it for ever.
 	MaxAttempts int
+	// Concurrency is how many handler calls of the shard may run at once; 0 means 1.
+	Concurrency int
+	// MaxPending and MaxPendingBytes cap the records read but not yet done (bytes: of records not yet
+	// delivered); 0 means the defaults.
+	MaxPending      int
+	MaxPendingBytes int
 }
 
 // Shard delivers the records of one shard for one tenure of its lease. Its methods are called from
-// one goroutine.
+// the engine's worker goroutine; handler calls run on goroutines of their own and report on
+// Finished, whose results the worker passes back to Complete.
 type Shard struct {
 	handler  bindings.Handler
 	settings Settings
@@ -42,26 +66,48 @@ type Shard struct {
 	// delivered before and are skipped.
 	resume    position.Position
 	hasResume bool
+
+	window   window
+	keys     map[string]*keyQueue
+	ready    readyKeys // keys whose next record may start now, oldest first
+	waiting  retryKeys // keys whose next record waits for its retry time
+	inFlight int
+	finished chan Result
+}
+
+// Result is the outcome of one handler call.
+type Result struct {
+	e   *entry
+	err error
 }
 
 // NewShard starts a tenure that resumes after checkpoint (the lease's: "", a sequence number, or
 // "seq:sub").
 func NewShard(handler bindings.Handler, s Settings, shardID, checkpoint string, log logger.Logger) *Shard {
+	s.Concurrency = max(s.Concurrency, 1)
+	if s.MaxPending <= 0 {
+		s.MaxPending = DefaultMaxPending
+	}
+	if s.MaxPendingBytes <= 0 {
+		s.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	s.RetryMax = max(s.RetryMax, s.RetryInitial)
 	sh := &Shard{
 		handler:  handler,
 		settings: s,
 		shardID:  shardID,
 		log:      log.WithFields(map[string]any{MetaShardID: shardID}),
+		keys:     map[string]*keyQueue{},
+		waiting:  retryKeys{h: keyHeap{byDue: true}},
+		// One slot per call that may be in flight: a call's goroutine never waits to report.
+		finished: make(chan Result, s.Concurrency),
 	}
 	sh.resume, sh.hasResume = position.Parse(checkpoint)
-	sh.settings.RetryMax = max(s.RetryMax, s.RetryInitial)
 	return sh
 }
 
-// Deliver hands the batch's records to the handler. handlerCtx is given to the handler; stop ending
-// means no further call starts and a retry wait ends. It returns the checkpoint of the last record
-// completed ("" when none did) and whether every record of the batch was completed.
-func (s *Shard) Deliver(stop, handlerCtx context.Context, recs []types.Record) (checkpoint string, complete bool) {
+// Add queues a batch's records for delivery, in sequence order after those queued before.
+func (s *Shard) Add(recs []types.Record) {
 	for i := range recs {
 		if recs[i].SequenceNumber == nil {
 			continue // never sent by Kinesis; nothing to deliver or checkpoint
@@ -69,47 +115,123 @@ func (s *Shard) Deliver(stop, handlerCtx context.Context, recs []types.Record) (
 		users := userRecords(recs[i])
 		if len(users) == 0 {
 			// An aggregate of no user records: nothing to deliver, but it is passed.
-			checkpoint = aws.ToString(recs[i].SequenceNumber)
+			s.window.push(&entry{userRecord: userRecord{pos: position.Position{Seq: *recs[i].SequenceNumber, Sub: -1}, of: 1}, done: true})
 			continue
 		}
 		for j := range users {
-			u := &users[j]
+			u := users[j]
 			if s.hasResume && s.resume.Seq == u.pos.Seq && u.pos.Sub >= 0 && u.pos.Sub <= s.resume.Sub {
 				continue
 			}
-			if stop.Err() != nil || !s.deliver(stop, handlerCtx, u) {
-				return checkpoint, false
+			e := &entry{
+				userRecord: u,
+				size:       len(u.rec.Data) + len(aws.ToString(u.rec.PartitionKey)),
+				retry:      backoff.Exponential{Initial: s.settings.RetryInitial, Max: s.settings.RetryMax},
 			}
-			checkpoint = u.pos.Checkpoint(u.of)
+			s.window.push(e)
+			s.queue(e)
 		}
 		s.hasResume = false // the aggregate to resume in, if any, is the first record read
 	}
-	return checkpoint, true
+	s.window.advance()
 }
 
-// deliver hands one record to the handler until it succeeds or is skipped. It returns false when the
-// record must be left for a later delivery: stop ended.
-func (s *Shard) deliver(stop, handlerCtx context.Context, u *userRecord) bool {
-	retry := backoff.Exponential{Initial: s.settings.RetryInitial, Max: s.settings.RetryMax}
-	for attempt := 1; ; attempt++ {
-		_, err := s.handler(handlerCtx, &bindings.ReadResponse{Data: u.rec.Data, Metadata: s.metadata(u)})
-		if err == nil {
-			return true
-		}
-		log := s.log.WithFields(recordFields(u, attempt))
-		if stop.Err() != nil {
-			log.Debugf("Delivery interrupted by shutdown or a lease change, the record will be delivered again: %v", err)
-			return false
-		}
-		if s.settings.MaxAttempts > 0 && attempt >= s.settings.MaxAttempts {
-			log.Errorf("Handler failed %d times, skipping the record: %v", attempt, err)
-			return true
-		}
-		wait := retry.Next()
-		log.Warnf("Handler failed, delivering the record again in %v: %v", wait, err)
-		if !backoff.Sleep(stop, wait) {
-			log.Debugf("Retry interrupted by shutdown or a lease change, the record will be delivered again")
-			return false
+// queue appends e to its key's queue; a key that was idle becomes ready.
+func (s *Shard) queue(e *entry) {
+	name := ""
+	if s.settings.Concurrency > 1 {
+		name = aws.ToString(e.rec.PartitionKey)
+	}
+	k, ok := s.keys[name]
+	if !ok {
+		k = &keyQueue{name: name}
+		s.keys[name] = k
+	}
+	e.key = k
+	k.records = append(k.records, e)
+	if len(k.records) == 1 {
+		s.ready.push(k)
+	}
+}
+
+// Full reports whether the records read but not yet done reached the cap: read no more until the
+// watermark moves.
+func (s *Shard) Full() bool {
+	return s.window.len() >= s.settings.MaxPending || s.window.bytes >= s.settings.MaxPendingBytes
+}
+
+// Idle reports whether every record added is done.
+func (s *Shard) Idle() bool { return s.window.len() == 0 }
+
+// InFlight is how many handler calls are running.
+func (s *Shard) InFlight() int { return s.inFlight }
+
+// Checkpoint is the watermark: the lease-table position up to which every record of this tenure is
+// done ("" while none is).
+func (s *Shard) Checkpoint() string { return s.window.checkpoint }
+
+// Finished delivers the result of every handler call Dispatch started.
+func (s *Shard) Finished() <-chan Result { return s.finished }
+
+// Dispatch starts handler calls for the oldest ready records, as many as Concurrency allows, unless
+// stop has ended. It returns when the next record waiting to be retried comes due (zero if none).
+func (s *Shard) Dispatch(stop, handlerCtx context.Context) time.Time {
+	if stop.Err() != nil {
+		return time.Time{}
+	}
+	now := time.Now()
+	for k := s.waiting.peek(); k != nil && !k.records[0].due.After(now); k = s.waiting.peek() {
+		s.ready.push(s.waiting.pop())
+	}
+	for s.inFlight < s.settings.Concurrency && s.ready.len() > 0 {
+		s.start(handlerCtx, s.ready.pop().records[0])
+	}
+	if k := s.waiting.peek(); k != nil {
+		return k.records[0].due
+	}
+	return time.Time{}
+}
+
+func (s *Shard) start(handlerCtx context.Context, e *entry) {
+	e.attempts++
+	s.inFlight++
+	resp := &bindings.ReadResponse{Data: e.rec.Data, Metadata: s.metadata(&e.userRecord)}
+	go func() {
+		_, err := s.handler(handlerCtx, resp)
+		s.finished <- Result{e: e, err: err}
+	}()
+}
+
+// Complete takes the result of a handler call: a success, or a record skipped after MaxAttempts, is
+// done and lets its key's next record start; another failure waits for its retry, unless stop has
+// ended: then the record is left for the shard's next reader.
+func (s *Shard) Complete(stop context.Context, r Result) {
+	s.inFlight--
+	e := r.e
+	if r.err != nil {
+		log := s.log.WithFields(recordFields(&e.userRecord, e.attempts))
+		switch {
+		case stop.Err() != nil:
+			log.Debugf("Delivery interrupted by shutdown or a lease change, the record will be delivered again: %v", r.err)
+			return
+		case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts:
+			log.Errorf("Handler failed %d times, skipping the record: %v", e.attempts, r.err)
+		default:
+			wait := e.retry.Next()
+			e.due = time.Now().Add(wait)
+			s.waiting.push(e.key)
+			log.Warnf("Handler failed, delivering the record again in %v: %v", wait, r.err)
+			return
 		}
 	}
+	s.window.done(e)
+	k := e.key
+	k.records[0] = nil
+	k.records = k.records[1:]
+	if len(k.records) > 0 {
+		s.ready.push(k)
+	} else {
+		delete(s.keys, k.name)
+	}
+	s.window.advance()
 }

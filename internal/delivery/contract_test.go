@@ -138,7 +138,7 @@ func TestDeliversInOrderWithMetadata(t *testing.T) {
 	h := &recorder{}
 	sh := newTestShard(h, logger.NewLogger(t.Name()), Settings{}, "")
 
-	cp, complete := sh.Deliver(t.Context(), t.Context(), records("100", "200", "300"))
+	cp, complete := drive(sh, t.Context(), t.Context(), records("100", "200", "300"))
 
 	assert.Equal(t, []string{"rec-100", "rec-200", "rec-300"}, h.data())
 	assert.Equal(t, map[string]string{
@@ -164,7 +164,7 @@ func TestRetriesAFailedRecordWithCappedBackoffBeforeTheNextOne(t *testing.T) {
 	sh := newTestShard(h, log, Settings{RetryInitial: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond}, "")
 
 	began := time.Now()
-	cp, complete := sh.Deliver(t.Context(), t.Context(), records("100", "200", "300"))
+	cp, complete := drive(sh, t.Context(), t.Context(), records("100", "200", "300"))
 	t.Logf("7 retries took %v", time.Since(began))
 
 	assert.Equal(t, []string{"rec-100", "rec-200", "rec-200", "rec-200", "rec-200", "rec-200", "rec-200", "rec-200", "rec-200", "rec-300"}, h.data(),
@@ -188,7 +188,7 @@ func TestSkipsARecordAfterMaxDeliveryAttempts(t *testing.T) {
 	log.EnableJSONOutput(true)
 	sh := newTestShard(h, log, Settings{MaxAttempts: 3}, "")
 
-	cp, complete := sh.Deliver(t.Context(), t.Context(), records("100", "200", "300"))
+	cp, complete := drive(sh, t.Context(), t.Context(), records("100", "200", "300"))
 
 	assert.Equal(t, 3, h.count("rec-200"))
 	assert.Equal(t, 1, h.count("rec-300"), "delivery goes on after the skipped record")
@@ -218,7 +218,7 @@ func TestStoppedMidRetryLeavesTheRecordAndDeliversNothingMore(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		cp, complete := sh.Deliver(stop, t.Context(), records("100", "200", "300", "400"))
+		cp, complete := drive(sh, stop, t.Context(), records("100", "200", "300", "400"))
 		done <- result{cp, complete}
 	}()
 	<-failing
@@ -234,9 +234,9 @@ func TestStoppedMidRetryLeavesTheRecordAndDeliversNothingMore(t *testing.T) {
 	assert.Zero(t, h.count("rec-400"), "nothing after the failing record")
 
 	calls := len(h.data())
-	cp, complete := sh.Deliver(stop, t.Context(), records("500"))
+	cp, complete := drive(sh, stop, t.Context(), records("500"))
 	assert.Len(t, h.data(), calls, "nothing is delivered once stopping")
-	assert.Empty(t, cp)
+	assert.Equal(t, "200", cp, "the watermark stays before the failing record")
 	assert.False(t, complete)
 }
 
@@ -250,7 +250,7 @@ func TestCheckpointsAndResumesInsideAnAggregate(t *testing.T) {
 
 	done := make(chan string, 1)
 	go func() {
-		cp, _ := sh.Deliver(stop, t.Context(), batch)
+		cp, _ := drive(sh, stop, t.Context(), batch)
 		done <- cp
 	}()
 	<-failing
@@ -264,7 +264,7 @@ func TestCheckpointsAndResumesInsideAnAggregate(t *testing.T) {
 	// The next owner reads AT the aggregate and skips what was delivered.
 	h2 := &recorder{}
 	sh2 := newTestShard(h2, logger.NewLogger(t.Name()), Settings{}, "200:2")
-	cp, complete := sh2.Deliver(t.Context(), t.Context(), batch[1:])
+	cp, complete := drive(sh2, t.Context(), t.Context(), batch[1:])
 	assert.Equal(t, []string{"agg-200-3", "agg-200-4", "rec-300"}, h2.data())
 	assert.Equal(t, "300", cp)
 	assert.True(t, complete)
@@ -272,7 +272,7 @@ func TestCheckpointsAndResumesInsideAnAggregate(t *testing.T) {
 	// A checkpoint on the aggregate's last user record is the plain sequence number.
 	h3 := &recorder{}
 	sh3 := newTestShard(h3, logger.NewLogger(t.Name()), Settings{}, "")
-	cp, _ = sh3.Deliver(t.Context(), t.Context(), batch[1:2])
+	cp, _ = drive(sh3, t.Context(), t.Context(), batch[1:2])
 	assert.Equal(t, "200", cp)
 }
 
@@ -298,7 +298,7 @@ func TestUndecodableAggregateIsDeliveredAsStored(t *testing.T) {
 	h := &recorder{}
 	sh := newTestShard(h, logger.NewLogger(t.Name()), Settings{}, "")
 
-	cp, complete := sh.Deliver(t.Context(), t.Context(), recs)
+	cp, complete := drive(sh, t.Context(), t.Context(), recs)
 
 	assert.Equal(t, []string{"agg-1-0", "agg-1-1", string(bad), string(corrupt), "plain"}, h.data(), "nothing dropped")
 	for _, i := range []int{2, 3} {
@@ -330,4 +330,28 @@ func FuzzDeaggregation(f *testing.F) {
 			}
 		}
 	})
+}
+
+// drive runs the contract as the engine's worker does: it adds the batch and dispatches until every
+// record added is done or stop ends, then waits for the calls in flight. It returns the watermark and
+// whether every record is done.
+func drive(sh *Shard, stop, handlerCtx context.Context, recs []types.Record) (checkpoint string, complete bool) {
+	sh.Add(recs)
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for !sh.Idle() && stop.Err() == nil {
+		if due := sh.Dispatch(stop, handlerCtx); !due.IsZero() {
+			retry.Reset(time.Until(due))
+		}
+		select {
+		case r := <-sh.Finished():
+			sh.Complete(stop, r)
+		case <-retry.C:
+		case <-stop.Done():
+		}
+	}
+	for sh.InFlight() > 0 {
+		sh.Complete(stop, <-sh.Finished())
+	}
+	return sh.Checkpoint(), sh.Idle()
 }

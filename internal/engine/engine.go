@@ -48,7 +48,9 @@ type Config struct {
 	Delivery       delivery.Settings
 	// CheckpointEvery is the least time between two checkpoints of a shard; 0 means one second.
 	CheckpointEvery time.Duration
-	Log             logger.Logger
+	// LagWarning is the lag (MillisBehindLatest) past which a shard logs a warning; 0: never.
+	LagWarning time.Duration
+	Log        logger.Logger
 }
 
 // Engine is a running consumer replica.

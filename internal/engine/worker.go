@@ -81,8 +81,11 @@ func (w *worker) run() {
 	}
 }
 
-// consume reads and delivers the shard until a stop reason arrives. It returns the checkpoint of the
-// last record delivered ("" if none in this tenure) and the last checkpoint written.
+// consume reads and delivers the shard until a stop reason arrives. It is the worker's one loop: it
+// takes batches while the contract has room, hands the contract the results of handler calls, wakes
+// it for retries, and writes the watermark at most once per CheckpointEvery. It returns the watermark
+// once the calls in flight ended ("" if nothing was done in this tenure) and the last checkpoint
+// written.
 func (w *worker) consume() (checkpoint, written string) {
 	// stop ends delivery: no handler call starts after it. The handler's own context ends only when
 	// the lease is lost or Close runs out of patience: a call in flight at a handoff or a Close may
@@ -111,17 +114,26 @@ func (w *worker) consume() (checkpoint, written string) {
 	}()
 
 	contract := delivery.NewShard(w.e.cfg.Handler, w.e.cfg.Delivery, w.shard.ID, w.shard.Checkpoint, w.log)
+	// However delivery stops, the calls in flight end before the tenure's final checkpoint is taken:
+	// their records count if they succeeded.
+	defer func() {
+		for contract.InFlight() > 0 {
+			contract.Complete(stop, <-contract.Finished())
+		}
+		checkpoint = contract.Checkpoint()
+	}()
 	written = w.shard.Checkpoint
+	lag := lagWatch{threshold: w.e.cfg.LagWarning, log: w.log}
 	var (
 		lastWrite time.Time
 		flush     <-chan time.Time
-		timer     *time.Timer
+		retry     <-chan time.Time
+		ending    bool // the shard's last batch was added
 	)
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	flushTimer := time.NewTimer(time.Hour)
+	defer flushTimer.Stop()
+	retryTimer := time.NewTimer(time.Hour)
+	defer retryTimer.Stop()
 	save := func() {
 		if checkpoint == "" || checkpoint == written {
 			return
@@ -142,38 +154,43 @@ func (w *worker) consume() (checkpoint, written string) {
 	}
 
 	for {
+		in := batches
+		if ending || contract.Full() {
+			in = nil // reading waits until the watermark moves
+		}
 		select {
 		case <-stop.Done():
 			return checkpoint, written
 		case <-flush:
 			flush = nil
 			save()
-		case b := <-batches:
-			cp, complete := contract.Deliver(stop, handlerCtx, b.Records)
-			if cp != "" {
-				checkpoint = cp
-			}
-			if !complete {
-				return checkpoint, written
-			}
-			if b.End {
-				w.stopWith(stopFinished)
-				return checkpoint, written
-			}
-			if checkpoint == written || flush != nil {
-				continue
-			}
-			if wait := w.e.cfg.CheckpointEvery - time.Since(lastWrite); wait > 0 {
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
-				}
-				flush = timer.C
-				continue
-			}
-			save()
+		case <-retry:
+			retry = nil
+		case r := <-contract.Finished():
+			contract.Complete(stop, r)
+		case b := <-in:
+			contract.Add(b.Records)
+			lag.observe(b.MillisBehindLatest)
+			ending = b.End
 		}
+		if due := contract.Dispatch(stop, handlerCtx); !due.IsZero() {
+			retryTimer.Reset(time.Until(due))
+			retry = retryTimer.C
+		}
+		checkpoint = contract.Checkpoint()
+		if ending && contract.Idle() {
+			w.stopWith(stopFinished)
+			return checkpoint, written
+		}
+		if checkpoint == written || flush != nil {
+			continue
+		}
+		if wait := w.e.cfg.CheckpointEvery - time.Since(lastWrite); wait > 0 {
+			flushTimer.Reset(wait)
+			flush = flushTimer.C
+			continue
+		}
+		save()
 	}
 }
 
