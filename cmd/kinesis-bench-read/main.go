@@ -10,7 +10,18 @@
 //
 // The handler does no work, so the figures are the binding's (and the emulator's) alone.
 //
+// With -concurrency, it measures concurrencyPerShard instead, on each server of -server, side by
+// side: for each value, a stream pre-filled with records over -keys partition keys is drained by a
+// handler that takes -handler-time per record (records/s from the first delivery to the last, and
+// its ratios to the first value and to the bound: the server's own drain rate, measured by a bare
+// GetRecords loop, or shards x value / handler time, whichever is lower), then
+// records put at -latency-rate give put-to-handler p50/p99; every case counts order violations (a
+// record starting before the previous one of its key succeeded) and the process's peak RSS. With
+// -poison, one more case where one key's first record fails for ever shows how far the other keys
+// get and what memory the stuck shard holds.
+//
 //	go run ./cmd/kinesis-bench-read
+//	go run ./cmd/kinesis-bench-read -server kinesalite,kinesis-local -handler-time 10ms -concurrency 1,8,32,128 -poison
 //	go run ./cmd/kinesis-bench-read -server kinesalite -drain-records 100000
 //	go run ./cmd/kinesis-bench-read -shards 64 -drain-records 0
 package main
@@ -21,10 +32,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +63,13 @@ type config struct {
 	drainRecords   int
 	pollInterval   string
 	maxRecords     string
+
+	concurrency   []int
+	handlerTime   time.Duration
+	keys          int
+	concRecords   int
+	poison        bool
+	poisonRecords int
 }
 
 func main() {
@@ -69,11 +89,35 @@ func run() error {
 	flag.IntVar(&cfg.drainRecords, "drain-records", 10000, "records put before the drain measurement")
 	flag.StringVar(&cfg.pollInterval, "poll-interval", "", "binding pollInterval (default: the binding's)")
 	flag.StringVar(&cfg.maxRecords, "max-records", "", "binding maxRecords (default: the binding's)")
+	concurrency := flag.String("concurrency", "", "comma-separated concurrencyPerShard values to compare (e.g. 1,8,32,128); empty: latency and drain")
+	flag.DurationVar(&cfg.handlerTime, "handler-time", 10*time.Millisecond, "with -concurrency: time the handler takes per record")
+	flag.IntVar(&cfg.keys, "keys", 1000, "with -concurrency: partition keys")
+	flag.IntVar(&cfg.concRecords, "concurrency-records", 10000, "with -concurrency: records pre-filled for each drain")
+	flag.BoolVar(&cfg.poison, "poison", false, "with -concurrency: add a case at the largest value where one record fails for ever")
+	flag.IntVar(&cfg.poisonRecords, "poison-records", 80000, "with -poison: records pre-filled")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	flag.Parse()
 	cfg.shards = int32(*shards)
-	if cfg.recordSize < 8 {
-		return errors.New("-record-size must be at least 8 (the send time is in the record)")
+	if cfg.recordSize < 16 {
+		return errors.New("-record-size must be at least 16 (the send time, key and counter are in the record)")
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *concurrency != "" && !set["latency-rate"] {
+		cfg.latencyRate = 1000 // above what one call at a time per shard keeps up with at 10 ms
+	}
+	if *concurrency != "" && !set["latency-records"] {
+		cfg.latencyRecords = 3000
+	}
+	for v := range strings.SplitSeq(*concurrency, ",") {
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("-concurrency: %q is not a positive number", v)
+		}
+		cfg.concurrency = append(cfg.concurrency, n)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -81,7 +125,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv, err := localaws.Start(ctx, localaws.Options{Kinesalite: cfg.server == "kinesalite"})
+	srv, err := localaws.Start(ctx, localaws.Options{Kinesalite: strings.Contains(cfg.server, "kinesalite")})
 	if err != nil {
 		return err
 	}
@@ -90,19 +134,13 @@ func run() error {
 			fmt.Fprintln(os.Stderr, "kinesis-bench-read:", err)
 		}
 	}()
-	var (
-		client   *kinesis.Client
-		endpoint string
-	)
-	switch cfg.server {
-	case "kinesis-local":
-		client, endpoint = srv.KinesisClient(), srv.KinesisEndpoint
-	case "kinesalite":
-		client, endpoint = srv.KinesaliteClient(), srv.KinesaliteEndpoint
-	default:
-		return fmt.Errorf("-server: unknown %q", cfg.server)
+	if len(cfg.concurrency) > 0 {
+		return compareConcurrency(ctx, cfg, srv)
 	}
-	b := bench{cfg: cfg, srv: srv, client: client, endpoint: endpoint}
+	b, err := newBench(cfg, srv, cfg.server)
+	if err != nil {
+		return err
+	}
 
 	fmt.Printf("kinesis-bench-read: %s, %d-shard streams, %d-byte records, pollInterval=%s maxRecords=%s\n",
 		cfg.server, cfg.shards, cfg.recordSize, orDefault(cfg.pollInterval), orDefault(cfg.maxRecords))
@@ -123,6 +161,18 @@ type bench struct {
 	srv      *localaws.Servers
 	client   *kinesis.Client
 	endpoint string
+	extra    map[string]string // more binding metadata for the next startBinding
+}
+
+func newBench(cfg config, srv *localaws.Servers, server string) (*bench, error) {
+	switch server {
+	case "kinesis-local":
+		return &bench{cfg: cfg, srv: srv, client: srv.KinesisClient(), endpoint: srv.KinesisEndpoint}, nil
+	case "kinesalite":
+		return &bench{cfg: cfg, srv: srv, client: srv.KinesaliteClient(), endpoint: srv.KinesaliteEndpoint}, nil
+	default:
+		return nil, fmt.Errorf("-server: unknown %q", server)
+	}
 }
 
 // latency puts records at a steady rate on a stream the binding reads, each carrying its send time.
@@ -291,6 +341,7 @@ func (b *bench) startBinding(ctx context.Context, stream, position string, handl
 	if b.cfg.maxRecords != "" {
 		props["maxRecords"] = b.cfg.maxRecords
 	}
+	maps.Copy(props, b.extra)
 	binding := kb.NewAWSKinesis(log)
 	if err := binding.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
 		return nil, "", err
