@@ -214,7 +214,7 @@ func TestConcurrentKPLUserRecordsRunByTheirOwnKeys(t *testing.T) {
 	t.Parallel()
 	stream := localaws.NewStream(t, 1)
 	client := localaws.Get(t).KinesisClient()
-	var sent []string
+	sent := make([]string, 0, 80)
 	var lastSeq string
 	for a := range 10 {
 		data := make([]string, 8)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"strconv"
@@ -56,6 +57,8 @@ func runCrashChild(mode string) int {
 	switch mode {
 	case "consumer":
 		err = runConsumerChild(ctx, b)
+	case "slow-consumer":
+		err = runSlowConsumerChild(ctx, b)
 	case "producer":
 		err = runProducerChild(ctx, b)
 	default:
@@ -84,6 +87,28 @@ func sayf(format string, args ...any) {
 func runConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error {
 	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
 		sayf("R %s", resp.Data)
+		return nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	sayf("READY")
+	<-ctx.Done()
+	return nil
+}
+
+// runSlowConsumerChild reads with a handler that takes 0-20 ms per record, and 1.5 s for every 50th
+// record of a lane, so that with concurrencyPerShard above 1 calls complete out of order and an old
+// record is in flight whenever a checkpoint is written; it reports each record, with its shard and
+// sequence number, before acknowledging it.
+func runSlowConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error {
+	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+		hold := time.Duration(rand.IntN(20)) * time.Millisecond
+		if _, _, i, ok := parseLaneRecord(string(resp.Data)); ok && i%50 == 7 {
+			hold = 1500 * time.Millisecond
+		}
+		time.Sleep(hold)
+		sayf("R %s %s %s", resp.Data, resp.Metadata["shardId"], resp.Metadata["sequenceNumber"])
 		return nil, nil
 	})
 	if err != nil {

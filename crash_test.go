@@ -4,6 +4,7 @@ package kinesis
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -15,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/position"
+	"github.com/dapr/components-contrib/bindings"
 )
 
 // Crash tests: real processes (this test binary, started again in a child mode, see
@@ -245,4 +249,75 @@ func missingFrom(want, got []string) []string {
 		}
 	}
 	return out
+}
+
+// TestConcurrentConsumerKilledRedeliversOnlyAfterTheWatermark: a consumer with concurrencyPerShard 8,
+// whose calls complete out of order, is SIGKILLed mid-stream. The checkpoint it left is never past a
+// record it had not delivered, and the next consumer delivers only records after that checkpoint:
+// nothing is lost, and nothing before the watermark comes twice.
+func TestConcurrentConsumerKilledRedeliversOnlyAfterTheWatermark(t *testing.T) {
+	t.Parallel()
+	srv := localaws.Get(t)
+	stream := localaws.NewStreamOn(t, srv, 2)
+	props := withConsumer(serverProps(srv, stream, srv.KinesisEndpoint, srv.DynamoDBEndpoint), modeShared)
+	props["concurrencyPerShard"] = "8"
+	client := srv.KinesisClient()
+
+	a := startChild(t, "consumer A", "slow-consumer", props)
+	a.waitLine(t, "READY", firstDeliveryTimeout)
+	sent, err := putLanes(t.Context(), client, stream, "w", 20, 0, 200)
+	require.NoError(t, err)
+	// Killed mid-stream once both shards have a checkpoint: the watermark is then worth checking.
+	require.Eventually(t, func() bool {
+		_, cps := shLeases(t, props["consumerName"])
+		return len(cps) == 2 && cps["shardId-000000000000"] != "" && cps["shardId-000000000001"] != ""
+	}, firstDeliveryTimeout, 5*time.Millisecond)
+	a.kill()
+	require.Less(t, len(a.protocol("R")), len(sent), "A was killed mid-stream")
+
+	byA := map[string]bool{}
+	var deliveries []string
+	for _, line := range a.protocol("R") {
+		f := strings.Fields(line)
+		require.Len(t, f, 3, line)
+		byA[f[1]+" "+f[2]] = true
+		deliveries = append(deliveries, f[0])
+	}
+	_, cps := shLeases(t, props["consumerName"])
+	stored := streamRecords(t, client, stream)
+	for shard, cp := range cps {
+		for _, r := range stored[shard] {
+			if seq := aws.ToString(r.SequenceNumber); !position.SeqLess(cp, seq) {
+				assert.True(t, byA[shard+" "+seq], "shard %s: %s is at or before checkpoint %s but A never delivered it", shard, seq, cp)
+			}
+		}
+	}
+
+	var (
+		mu    sync.Mutex
+		early []string
+		byB   []string
+	)
+	b := newBinding(t, props)
+	require.NoError(t, b.Read(t.Context(), func(_ context.Context, r *bindings.ReadResponse) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		shard, seq := r.Metadata["shardId"], r.Metadata["sequenceNumber"]
+		if cp := cps[shard]; cp != "" && !position.SeqLess(cp, seq) {
+			early = append(early, shard+" "+seq)
+		}
+		byB = append(byB, string(r.Data))
+		return nil, nil
+	}))
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(missingFrom(sent, append(append([]string(nil), deliveries...), byB...))) == 0
+	}, recoveryTimeout, 100*time.Millisecond, "B delivers what A left")
+	require.NoError(t, b.Close())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, early, "B delivered records at or before A's checkpoint")
+	res := checkNoneLost(t, sent, append(deliveries, byB...))
+	t.Logf("A delivered %d before the kill, B %d; %d delivered twice, all after the watermark", len(deliveries), len(byB), res.duplicates)
 }

@@ -157,7 +157,7 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 		return res, err
 	}
 	gen := &keyedRecords{keys: c.keys, counters: make([]uint32, c.keys), size: b.cfg.recordSize}
-	if err := b.putAll(ctx, stream, gen.entries(c.records, 0)); err != nil {
+	if err = b.putAll(ctx, stream, gen.entries(c.records, 0)); err != nil {
 		return res, fmt.Errorf("fill: %w", err)
 	}
 	debug.FreeOSMemory()
@@ -340,7 +340,7 @@ func (b *bench) serverDrainRate(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	gen := &keyedRecords{keys: b.cfg.keys, counters: make([]uint32, b.cfg.keys), size: b.cfg.recordSize}
-	if err := b.putAll(ctx, stream, gen.entries(b.cfg.concRecords, 0)); err != nil {
+	if err = b.putAll(ctx, stream, gen.entries(b.cfg.concRecords, 0)); err != nil {
 		return 0, err
 	}
 	took, err := b.bareLoop(ctx, stream)

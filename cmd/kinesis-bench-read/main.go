@@ -130,8 +130,8 @@ func run() error {
 		return err
 	}
 	defer func() {
-		if err := srv.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "kinesis-bench-read:", err)
+		if stopErr := srv.Stop(); stopErr != nil {
+			fmt.Fprintln(os.Stderr, "kinesis-bench-read:", stopErr)
 		}
 	}()
 	if len(cfg.concurrency) > 0 {
