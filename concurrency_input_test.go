@@ -370,3 +370,129 @@ func TestConcurrentLagIsLoggedOnceAndSoIsCatchingUp(t *testing.T) {
 	assert.Equal(t, 1, buf.Count("The shard has caught up"))
 	assert.Equal(t, 1, buf.Count("behind its latest record, more than lagWarningThreshold"))
 }
+
+// handoffWatch wraps a keyOrder for several replicas: it notes which replica ran each call and
+// flags a replica starting a call on a shard while another replica's calls there still run.
+type handoffWatch struct {
+	order *keyOrder
+
+	mu        sync.Mutex
+	running   map[string]map[string]int // shard → replica → calls running
+	started   map[string]map[string][]string
+	succeeded map[string]map[string]bool // replica → data delivered
+	overlaps  []string
+}
+
+func newHandoffWatch(order *keyOrder) *handoffWatch {
+	return &handoffWatch{
+		order: order, running: map[string]map[string]int{}, started: map[string]map[string][]string{},
+		succeeded: map[string]map[string]bool{},
+	}
+}
+
+func (w *handoffWatch) handler(replica string) bindings.Handler {
+	return func(ctx context.Context, r *bindings.ReadResponse) ([]byte, error) {
+		shard, data := r.Metadata["shardId"], string(r.Data)
+		w.mu.Lock()
+		if w.running[shard] == nil {
+			w.running[shard] = map[string]int{}
+			w.started[shard] = map[string][]string{}
+		}
+		for other, n := range w.running[shard] {
+			if other != replica && n > 0 {
+				w.overlaps = append(w.overlaps, fmt.Sprintf("%s started %s on %s while %d calls of %s ran there", replica, data, shard, n, other))
+			}
+		}
+		w.running[shard][replica]++
+		w.started[shard][replica] = append(w.started[shard][replica], data)
+		w.mu.Unlock()
+
+		out, err := w.order.handle(ctx, r)
+
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.running[shard][replica]--
+		if err == nil {
+			if w.succeeded[replica] == nil {
+				w.succeeded[replica] = map[string]bool{}
+			}
+			w.succeeded[replica][data] = true
+		}
+		return out, err
+	}
+}
+
+// TestConcurrentHandoffLetsTheCallsInFlightFinishAndHandsOverTheWatermark: a replica joining one
+// that runs 8 calls per shard gets its share by handoff; the owner lets its calls in flight finish
+// before the lease moves (no shard runs calls of both replicas at once, no key's record overlaps or
+// overtakes an earlier one), and the checkpoint it hands over is its watermark: the joiner starts
+// exactly at the oldest record the owner had not done, so nothing is lost and nothing before that
+// record is delivered twice.
+func TestConcurrentHandoffLetsTheCallsInFlightFinishAndHandsOverTheWatermark(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 2)
+	client := localaws.Get(t).KinesisClient()
+	consumer := localaws.UniqueName("chandoff")
+	props := func(replica string) map[string]string {
+		return shProps(t, stream, consumer, "workerID", replica, "leaseDuration", "10s", "concurrencyPerShard", "8")
+	}
+	sent, err := putLanes(t.Context(), client, stream, "ho", 16, 0, 6)
+	require.NoError(t, err)
+	// Calls outlast the joiner's start (a second at most here), so one that ran on past the handoff
+	// would overlap the joiner's.
+	watch := newHandoffWatch(newKeyOrder(time.Second, nil))
+
+	shStart(t, props("r1"), watch.handler("r1"))
+	require.Eventually(t, func() bool {
+		watch.mu.Lock()
+		defer watch.mu.Unlock()
+		busy := 0
+		for _, byReplica := range watch.running {
+			if byReplica["r1"] >= 4 {
+				busy++
+			}
+		}
+		return busy == 2 && len(watch.succeeded["r1"]) >= 8
+	}, 30*time.Second, 5*time.Millisecond, "r1 runs calls concurrently on both shards")
+
+	shStart(t, props("r2"), watch.handler("r2"))
+	require.Eventually(t, func() bool {
+		c := ownedBy(shOwners(t, consumer))
+		return c["r1"] == 1 && c["r2"] == 1 && shClaims(t, consumer) == 0
+	}, 20*time.Second, 50*time.Millisecond, "the joiner gets its share by handoff")
+	watch.order.waitFor(t, sent, 60*time.Second)
+
+	watch.mu.Lock()
+	defer watch.mu.Unlock()
+	assert.Empty(t, watch.overlaps, "the owner's calls in flight end before the joiner's start")
+	watch.order.mu.Lock()
+	assert.Empty(t, watch.order.violations, "per-key order across the handoff")
+	watch.order.mu.Unlock()
+	handedOver := 0
+	for shard, recs := range streamRecords(t, client, stream) {
+		joined := watch.started[shard]["r2"]
+		if len(joined) == 0 {
+			continue
+		}
+		handedOver++
+		require.NotEmpty(t, watch.started[shard]["r1"], "%s was r1's before the handoff", shard)
+		first := map[string]bool{}
+		for _, d := range joined {
+			first[d] = true
+		}
+		oldestNotDone, joinerFirst := "", ""
+		for _, r := range recs {
+			d := string(r.Data)
+			if oldestNotDone == "" && !watch.succeeded["r1"][d] {
+				oldestNotDone = d
+			}
+			if joinerFirst == "" && first[d] {
+				joinerFirst = d
+			}
+		}
+		assert.Equal(t, oldestNotDone, joinerFirst,
+			"on %s the joiner starts at the oldest record the owner had not done (%d calls of r1, %d of r2)",
+			shard, len(watch.started[shard]["r1"]), len(joined))
+	}
+	assert.Equal(t, 1, handedOver, "one shard changed hands")
+}
