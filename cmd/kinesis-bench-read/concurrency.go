@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -41,6 +42,10 @@ type concurrencyResult struct {
 	p50, p99   time.Duration
 	violations int
 	rssPeak    int64 // bytes
+	// rssBefore is the RSS once the fill is put, before the binding starts; stuckHeap (poison case) is
+	// the live heap after a GC at the end of the wait, with the poisoned shard at its cap: what the
+	// stuck window and the running binding hold, apart from the bench's fill.
+	rssBefore, stuckHeap int64
 }
 
 // orderCheck is the handler of a concurrency case: it sleeps handlerTime and counts, per key, the
@@ -161,8 +166,9 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 		return res, fmt.Errorf("fill: %w", err)
 	}
 	debug.FreeOSMemory()
-	rss := startRSSSampler()
-	defer rss.stop()
+	res.rssBefore = rss()
+	sampler := startRSSSampler()
+	defer sampler.stop()
 
 	check := newOrderCheck(c.handlerTime, c.poison)
 	want := c.records
@@ -200,7 +206,11 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 	res.drainRate = float64(check.delivered-1) / check.last.Sub(check.first).Seconds()
 	check.mu.Unlock()
 	if c.poison {
-		res.rssPeak = rss.stop()
+		res.rssPeak = sampler.stop()
+		runtime.GC()
+		var mem runtime.MemStats
+		runtime.ReadMemStats(&mem)
+		res.stuckHeap = int64(mem.HeapAlloc)
 		check.mu.Lock()
 		res.violations = check.violations
 		check.mu.Unlock()
@@ -228,7 +238,7 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 	case <-time.After(2 * time.Minute):
 		return res, errors.New("the latency records were not delivered within 2 minutes")
 	}
-	res.rssPeak = rss.stop()
+	res.rssPeak = sampler.stop()
 	check.mu.Lock()
 	defer check.mu.Unlock()
 	slices.Sort(check.lats)
@@ -325,8 +335,9 @@ func compareConcurrency(ctx context.Context, cfg config, srv *localaws.Servers) 
 			if err != nil {
 				return fmt.Errorf("%s, poison: %w", server, err)
 			}
-			fmt.Printf("%-14s poison: concurrencyPerShard %d, %d records, key 0's first fails for ever: %d others delivered in 20 s, RSS peak %d MiB, violations %d\n",
-				server, n, cfg.poisonRecords, r.delivered, r.rssPeak>>20, r.violations)
+			fmt.Printf("%-14s poison: concurrencyPerShard %d, %d records, key 0's first fails for ever: %d others delivered in 20 s, "+
+				"RSS %d MiB before the binding, peak %d MiB, live heap when stuck %d MiB, violations %d\n",
+				server, n, cfg.poisonRecords, r.delivered, r.rssBefore>>20, r.rssPeak>>20, r.stuckHeap>>20, r.violations)
 		}
 	}
 	return nil
