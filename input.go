@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/uuid"
 
+	"github.com/dapr-kinesis/kinesis/internal/deadletter"
 	"github.com/dapr-kinesis/kinesis/internal/delivery"
 	"github.com/dapr-kinesis/kinesis/internal/engine"
 	"github.com/dapr-kinesis/kinesis/internal/leases"
@@ -78,6 +79,15 @@ func (a *AWSKinesis) startConsumer(ctx context.Context, handler bindings.Handler
 	log := a.logger.WithFields(map[string]any{"workerID": workerID})
 	label := "Shared-mode"
 	clients := a.newConsumerClients(m.Mode == modeExtended)
+	settings := m.deliverySettings()
+	if m.DeadLetterStream != "" {
+		dead := deadletter.New(clients.kinesis, m.DeadLetterStream, m.StreamName)
+		if err := dead.Check(ctx); err != nil {
+			clients.closeIdle()
+			return nil, fmt.Errorf("kinesis binding error: 'deadLetterStream': %w", err)
+		}
+		settings.DeadLetters = dead
+	}
 	c := &consumer{log: log, closeIdle: clients.closeIdle, closing: make(chan struct{}), watchDone: make(chan struct{})}
 
 	initial := m.startPosition(readStart)
@@ -128,7 +138,7 @@ func (a *AWSKinesis) startConsumer(ctx context.Context, handler bindings.Handler
 		NewReader:      newReader,
 		Handler:        handler,
 		HandlerContext: ctx,
-		Delivery:       m.deliverySettings(),
+		Delivery:       settings,
 		LagWarning:     m.LagWarningThreshold,
 		Log:            log,
 	})
@@ -167,6 +177,7 @@ func (m *kinesisMetadata) deliverySettings() delivery.Settings {
 		RetryMax:     m.RetryMaxInterval,
 		MaxAttempts:  m.MaxDeliveryAttempts,
 		Concurrency:  m.ConcurrencyPerShard,
+		MaxAge:       m.MaxRecordAge,
 	}
 }
 

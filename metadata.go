@@ -60,8 +60,8 @@ const (
 	maxWorkerIDLength = 256
 	// maxConcurrencyPerShard bounds the handler calls of one shard; a shard reads at most 2 MiB/s.
 	maxConcurrencyPerShard = 1000
-	// maxLagWarningThreshold is Kinesis's longest retention (365 days).
-	maxLagWarningThreshold = 365 * 24 * time.Hour
+	// maxRetention is Kinesis's longest retention (365 days).
+	maxRetention = 365 * 24 * time.Hour
 )
 
 // kinesisMetadata is the component's metadata. Fields without `mdignore` are listed, with the same
@@ -95,6 +95,8 @@ type kinesisMetadata struct {
 	MaxDeliveryAttempts  int             `json:"maxDeliveryAttempts" mapstructure:"maxDeliveryAttempts"`
 	ConcurrencyPerShard  int             `json:"concurrencyPerShard" mapstructure:"concurrencyPerShard"`
 	LagWarningThreshold  time.Duration   `json:"lagWarningThreshold" mapstructure:"lagWarningThreshold"`
+	DeadLetterStream     string          `json:"deadLetterStream" mapstructure:"deadLetterStream"`
+	MaxRecordAge         time.Duration   `json:"maxRecordAge" mapstructure:"maxRecordAge"`
 
 	// Input side, shared mode.
 	PollInterval time.Duration `json:"pollInterval" mapstructure:"pollInterval"`
@@ -235,14 +237,37 @@ func (m *kinesisMetadata) validateInput() error {
 	if m.ConcurrencyPerShard < 1 || m.ConcurrencyPerShard > maxConcurrencyPerShard {
 		return fmt.Errorf("'concurrencyPerShard' must be between 1 (one record of a shard at a time) and %d", maxConcurrencyPerShard)
 	}
-	if m.LagWarningThreshold < 0 || m.LagWarningThreshold > maxLagWarningThreshold {
-		return fmt.Errorf("'lagWarningThreshold' must be between 0 (no lag warning) and %s", maxLagWarningThreshold)
+	if m.LagWarningThreshold < 0 || m.LagWarningThreshold > maxRetention {
+		return fmt.Errorf("'lagWarningThreshold' must be between 0 (no lag warning) and %s", maxRetention)
+	}
+	if err := m.validateDeadLetters(); err != nil {
+		return err
 	}
 	if m.PollInterval < minPollInterval || m.PollInterval > maxInterval {
 		return fmt.Errorf("'pollInterval' must be between %s (AWS allows 5 GetRecords calls per second per shard) and %s", minPollInterval, maxInterval)
 	}
 	if m.MaxRecords < 1 || m.MaxRecords > maxMaxRecords {
 		return fmt.Errorf("'maxRecords' must be between 1 and %d", maxMaxRecords)
+	}
+	return nil
+}
+
+func (m *kinesisMetadata) validateDeadLetters() error {
+	m.DeadLetterStream = strings.TrimSpace(m.DeadLetterStream)
+	if m.MaxRecordAge != 0 && (m.MaxRecordAge < time.Second || m.MaxRecordAge > maxRetention) {
+		return fmt.Errorf("'maxRecordAge' must be 0 (no age limit) or between 1s and %s", maxRetention)
+	}
+	if m.DeadLetterStream == "" {
+		return nil
+	}
+	if err := checkName("deadLetterStream", m.DeadLetterStream, 1, 128); err != nil {
+		return err
+	}
+	if m.DeadLetterStream == m.StreamName {
+		return errors.New("'deadLetterStream' must not be 'streamName': the binding would read its own dead letters")
+	}
+	if m.MaxDeliveryAttempts == 0 {
+		return errors.New("'deadLetterStream' requires 'maxDeliveryAttempts' > 0: with 0 a failing record is retried for ever and never dead-lettered")
 	}
 	return nil
 }

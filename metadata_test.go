@@ -58,6 +58,8 @@ func TestParseMetadataValues(t *testing.T) {
 		"maxDeliveryAttempts":       "5",
 		"concurrencyPerShard":       "32",
 		"lagWarningThreshold":       "30s",
+		"deadLetterStream":          "orders-dead",
+		"maxRecordAge":              "6h",
 		"pollInterval":              "1s",
 		"maxRecords":                "10000",
 		"consumerARN":               "arn:aws:kinesis:eu-west-1:1:stream/orders/consumer/app:1",
@@ -84,6 +86,8 @@ func TestParseMetadataValues(t *testing.T) {
 	assert.Equal(t, 5, m.MaxDeliveryAttempts)
 	assert.Equal(t, 32, m.ConcurrencyPerShard)
 	assert.Equal(t, 30*time.Second, m.LagWarningThreshold)
+	assert.Equal(t, "orders-dead", m.DeadLetterStream)
+	assert.Equal(t, 6*time.Hour, m.MaxRecordAge)
 	assert.Equal(t, time.Second, m.PollInterval)
 	assert.Equal(t, 10000, m.MaxRecords)
 	assert.True(t, m.DeregisterConsumerOnClose)
@@ -146,6 +150,12 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"concurrency huge", map[string]string{"streamName": "s", "concurrencyPerShard": "1001"}, "'concurrencyPerShard' must be between 1 (one record of a shard at a time) and 1000"},
 		{"concurrency not a number", map[string]string{"streamName": "s", "concurrencyPerShard": "lots"}, "concurrencyPerShard"},
 		{"lag warning negative", map[string]string{"streamName": "s", "lagWarningThreshold": "-1s"}, "'lagWarningThreshold' must be between 0"},
+		{"dead letters without attempts", map[string]string{"streamName": "s", "deadLetterStream": "d"}, "'deadLetterStream' requires 'maxDeliveryAttempts' > 0"},
+		{"dead letters to the stream read", map[string]string{"streamName": "s", "deadLetterStream": "s", "maxDeliveryAttempts": "3"}, "'deadLetterStream' must not be 'streamName'"},
+		{"dead-letter stream bad name", map[string]string{"streamName": "s", "deadLetterStream": "a/b", "maxDeliveryAttempts": "3"}, "'deadLetterStream' may contain only"},
+		{"record age negative", map[string]string{"streamName": "s", "maxRecordAge": "-1m"}, "'maxRecordAge' must be 0 (no age limit) or between 1s and"},
+		{"record age too short", map[string]string{"streamName": "s", "maxRecordAge": "10ms"}, "'maxRecordAge' must be 0"},
+		{"record age not a duration", map[string]string{"streamName": "s", "maxRecordAge": "old"}, "maxRecordAge"},
 		{"lag warning not a duration", map[string]string{"streamName": "s", "lagWarningThreshold": "soon"}, "lagWarningThreshold"},
 		{"max records zero", map[string]string{"streamName": "s", "maxRecords": "0"}, "'maxRecords' must be between 1 and 10000"},
 		{"max records huge", map[string]string{"streamName": "s", "maxRecords": "10001"}, "'maxRecords' must be between 1 and 10000"},

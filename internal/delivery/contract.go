@@ -1,8 +1,11 @@
 // Package delivery is the delivery contract both input modes share, whatever reader feeds it:
 //   - a record counts as delivered only when the handler returned nil; a failed record is retried,
 //     with capped exponential backoff, before any later record of its partition key, until it
-//     succeeds, delivery stops, or (if MaxAttempts > 0) it has failed MaxAttempts times and is
-//     skipped, with an error log;
+//     succeeds, delivery stops, or (if MaxAttempts > 0) it has failed MaxAttempts times: then it is
+//     put to the dead-letter sink, if there is one, and counts as done only once that put succeeded
+//     (retried with the same backoff until then); without a sink it is skipped, with an error log;
+//   - a record older than MaxAge when it comes up for a handler call is not delivered: it goes to
+//     the dead-letter sink, or without one is skipped with a warning;
 //   - with Concurrency 1 a shard's records reach the handler one at a time, in sequence order (KPL
 //     aggregates one user record at a time), and a failing record holds back every later one;
 //   - with Concurrency n > 1 up to n handler calls of the shard run at once: records of one partition
@@ -43,8 +46,12 @@ type Settings struct {
 	StreamName   string
 	RetryInitial time.Duration
 	RetryMax     time.Duration
-	// MaxAttempts > 0 skips a record after that many failed deliveries; 0 retries it for ever.
+	// MaxAttempts > 0 gives a record up after that many failed deliveries; 0 retries it for ever.
 	MaxAttempts int
+	// MaxAge > 0 gives up a record older than that (by its arrival time) when it comes up for delivery.
+	MaxAge time.Duration
+	// DeadLetters keeps the records given up on; nil skips them.
+	DeadLetters DeadLetterSink
 	// Concurrency is how many handler calls of the shard may run at once; 0 means 1.
 	Concurrency int
 	// MaxPending and MaxPendingBytes cap the records read but not yet done (bytes: of records not yet
@@ -75,10 +82,12 @@ type Shard struct {
 	finished chan Result
 }
 
-// Result is the outcome of one handler call.
+// Result is the outcome of one handler call, or of one put to the dead-letter sink.
 type Result struct {
 	e   *entry
 	err error
+	// deadLettered is set when the call was a put of e to the dead-letter sink.
+	deadLettered bool
 }
 
 // NewShard starts a tenure that resumes after checkpoint (the lease's: "", a sequence number, or
@@ -184,7 +193,18 @@ func (s *Shard) Dispatch(stop, handlerCtx context.Context) time.Time {
 		s.ready.push(s.waiting.pop())
 	}
 	for s.inFlight < s.settings.Concurrency && s.ready.len() > 0 {
-		s.start(handlerCtx, s.ready.pop().records[0])
+		e := s.ready.pop().records[0]
+		if e.dead == nil {
+			if reason := s.tooOld(e, now); reason != "" {
+				if s.settings.DeadLetters == nil {
+					s.log.WithFields(recordFields(&e.userRecord, e.attempts)).Warnf("Skipping the record: %s", reason)
+					s.finish(e)
+					continue
+				}
+				e.dead = s.deadLetter(e, reason)
+			}
+		}
+		s.start(handlerCtx, e)
 	}
 	if k := s.waiting.peek(); k != nil {
 		return k.records[0].due
@@ -192,9 +212,18 @@ func (s *Shard) Dispatch(stop, handlerCtx context.Context) time.Time {
 	return time.Time{}
 }
 
+// start runs e's handler call, or its put to the dead-letter sink once it was given up on.
 func (s *Shard) start(handlerCtx context.Context, e *entry) {
-	e.attempts++
 	s.inFlight++
+	if dead := e.dead; dead != nil {
+		sink := s.settings.DeadLetters
+		go func() {
+			err := sink.Put(handlerCtx, *dead)
+			s.finished <- Result{e: e, err: err, deadLettered: true}
+		}()
+		return
+	}
+	e.attempts++
 	resp := &bindings.ReadResponse{Data: e.rec.Data, Metadata: s.metadata(&e.userRecord)}
 	go func() {
 		_, err := s.handler(handlerCtx, resp)
@@ -202,28 +231,49 @@ func (s *Shard) start(handlerCtx context.Context, e *entry) {
 	}()
 }
 
-// Complete takes the result of a handler call: a success, or a record skipped after MaxAttempts, is
-// done and lets its key's next record start; another failure waits for its retry, unless stop has
-// ended: then the record is left for the shard's next reader.
+// Complete takes the result of a handler call or dead-letter put: a success, or a record skipped
+// after MaxAttempts without a dead-letter sink, is done and lets its key's next record start; a
+// record that failed MaxAttempts times goes to the dead-letter sink next; another failure waits for
+// its retry, unless stop has ended: then the record is left for the shard's next reader.
 func (s *Shard) Complete(stop context.Context, r Result) {
 	s.inFlight--
 	e := r.e
-	if r.err != nil {
-		log := s.log.WithFields(recordFields(&e.userRecord, e.attempts))
-		switch {
-		case stop.Err() != nil:
-			log.Debugf("Delivery interrupted by shutdown or a lease change, the record will be delivered again: %v", r.err)
-			return
-		case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts:
-			log.Errorf("Handler failed %d times, skipping the record: %v", e.attempts, r.err)
-		default:
-			wait := e.retry.Next()
-			e.due = time.Now().Add(wait)
-			s.waiting.push(e.key)
-			log.Warnf("Handler failed, delivering the record again in %v: %v", wait, r.err)
-			return
-		}
+	log := s.log.WithFields(recordFields(&e.userRecord, e.attempts))
+	switch {
+	case r.err == nil && r.deadLettered:
+		log.Warnf("Record put on the dead-letter stream after %d deliveries: %s", e.attempts, e.dead.Reason)
+	case r.err == nil:
+	case stop.Err() != nil:
+		log.Debugf("Delivery interrupted by shutdown or a lease change, the record will be delivered again: %v", r.err)
+		return
+	case r.deadLettered:
+		wait := s.retryLater(e)
+		log.Warnf("Dead-letter put failed, trying again in %v; the checkpoint stays before the record: %v", wait, r.err)
+		return
+	case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts && s.settings.DeadLetters != nil:
+		e.dead = s.deadLetter(e, r.err.Error())
+		s.ready.push(e.key)
+		return
+	case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts:
+		log.Errorf("Handler failed %d times, skipping the record: %v", e.attempts, r.err)
+	default:
+		wait := s.retryLater(e)
+		log.Warnf("Handler failed, delivering the record again in %v: %v", wait, r.err)
+		return
 	}
+	s.finish(e)
+}
+
+// retryLater puts e's key in the retry heap after e's next backoff and returns that backoff.
+func (s *Shard) retryLater(e *entry) time.Duration {
+	wait := e.retry.Next()
+	e.due = time.Now().Add(wait)
+	s.waiting.push(e.key)
+	return wait
+}
+
+// finish marks e done and lets its key's next record start.
+func (s *Shard) finish(e *entry) {
 	s.window.done(e)
 	k := e.key
 	k.records[0] = nil

@@ -343,6 +343,9 @@ func drive(sh *Shard, stop, handlerCtx context.Context, recs []types.Record) (ch
 		if due := sh.Dispatch(stop, handlerCtx); !due.IsZero() {
 			retry.Reset(time.Until(due))
 		}
+		if sh.Idle() {
+			break // Dispatch skipped the last records without a call
+		}
 		select {
 		case r := <-sh.Finished():
 			sh.Complete(stop, r)

@@ -17,6 +17,8 @@ type entry struct {
 	attempts int
 	retry    backoff.Exponential
 	due      time.Time // when a failed record is tried again
+	// dead is set once the record is given up on: its next calls are puts to the dead-letter sink.
+	dead *DeadLetter
 }
 
 // window holds the tenure's records in sequence order from the oldest one not yet done; the
