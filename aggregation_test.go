@@ -134,6 +134,14 @@ func answerPos(md map[string]string) string {
 // key, at the position its answer named, and each key's records in the order they were sent.
 func requireWrittenOnceInOrder(t *testing.T, written []writtenRecord, outcomes []laneOutcome) {
 	t.Helper()
+	requireWrittenOnce(t, written, outcomes)
+	requireKeyOrder(t, written, func(w writtenRecord) string { return w.key })
+}
+
+// requireWrittenOnce checks every record was written once, under its key, at the position its
+// answer named, and nothing else was.
+func requireWrittenOnce(t *testing.T, written []writtenRecord, outcomes []laneOutcome) {
+	t.Helper()
 	byData := map[string]writtenRecord{}
 	for _, w := range written {
 		_, dup := byData[w.data]
@@ -148,13 +156,19 @@ func requireWrittenOnceInOrder(t *testing.T, written []writtenRecord, outcomes [
 		assert.Equal(t, o.key, w.key, o.data)
 		assert.Equal(t, answerPos(o.md), w.pos(), "the answer of %s names its record", o.data)
 	}
-	// Per key, in stream order (shards read from the start, aggregates in order).
+}
+
+// requireKeyOrder checks that, within each group (of records read in stream order: shards from
+// their start, in shard ID order), each lane's records come in the order they were sent.
+func requireKeyOrder(t *testing.T, written []writtenRecord, group func(writtenRecord) string) {
+	t.Helper()
 	next := map[string]int{}
 	for _, w := range written {
-		_, lane, i, ok := parseLaneRecord(w.data)
+		prefix, lane, i, ok := parseLaneRecord(w.data)
 		require.True(t, ok, w.data)
-		assert.Equal(t, next[laneKey(lane)], i, "lane %d out of order at %s", lane, w.data)
-		next[laneKey(lane)] = i + 1
+		g := group(w) + "|" + prefix
+		assert.GreaterOrEqual(t, i, next[g], "lane %d out of order at %s", lane, w.data)
+		next[g] = i + 1
 	}
 }
 
@@ -313,5 +327,265 @@ func TestKPLBulkCreateAnswersEachEntryWithItsPlaceInTheAggregate(t *testing.T) {
 			assert.LessOrEqual(t, kinesisRecords, 4, "one aggregate per shard")
 			assert.Len(t, spy.sent("PutRecords"), 1)
 		})
+	}
+}
+
+func TestKPLCloseFlushesOpenAggregates(t *testing.T) {
+	t.Parallel()
+	tg := newAggTarget(t, "kinesalite", 2, "batchLinger", "1m")
+	spy := newPutSpy()
+	b := newBinding(t, tg.props, spy.install)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := spy.blockWith(t, b) // the batch lingers while the blocker is in flight
+
+	done := make(chan []laneOutcome, 1)
+	go func() { done <- produceLanes(ctx, b, "close", 30, 1) }()
+	require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 31 }, 10*time.Second, time.Millisecond,
+		"30 records wait in the open batch")
+
+	spy.drainArrived()
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	spy.waitArrived(t, 1) // Close sent the open batch at once, without its linger
+	release()
+	require.NoError(t, <-closed)
+	outcomes := <-done
+
+	written, _ := readUserRecords(t, tg.client, tg.stream)
+	var users []writtenRecord
+	for _, w := range written {
+		if w.key != "blocker" {
+			users = append(users, w)
+		}
+	}
+	requireWrittenOnceInOrder(t, users, outcomes)
+	for _, o := range outcomes {
+		assert.Contains(t, o.md, respSubSequenceNumber, "%s went out in an aggregate", o.data)
+	}
+}
+
+// produceUntil is produceLanes until stop is closed.
+func produceUntil(ctx context.Context, b *AWSKinesis, prefix string, lanes int, stop <-chan struct{}) []laneOutcome {
+	out := make([][]laneOutcome, lanes)
+	var wg sync.WaitGroup
+	for lane := range lanes {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				o := laneOutcome{key: laneKey(lane), data: laneRecord(prefix, lane, i)}
+				resp, err := create(ctx, b, []byte(o.data), map[string]string{reqPartitionKey: o.key})
+				o.err = err
+				if resp != nil {
+					o.md = resp.Metadata
+				}
+				out[lane] = append(out[lane], o)
+				if err != nil && ctx.Err() != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return slices.Concat(out...)
+}
+
+func TestKPLReshardWhileProducingLosesNothingAndPlacesOnTheNewShards(t *testing.T) {
+	t.Parallel()
+	for _, server := range []string{"kinesis-local", "kinesalite"} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			tg := newAggTarget(t, server, 2)
+			b := newBinding(t, tg.props)
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+
+			stop := make(chan struct{})
+			produced := make(chan []laneOutcome, 1)
+			go func() { produced <- produceUntil(ctx, b, "during", 16, stop) }()
+			require.Eventually(t, func() bool {
+				m := b.producer.shards.Current()
+				return m != nil && m.Len() == 2
+			}, 30*time.Second, 5*time.Millisecond, "producing on two shards")
+
+			want := 4
+			if server == "kinesis-local" {
+				_, err := tg.client.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{
+					StreamName: aws.String(tg.stream), TargetShardCount: aws.Int32(4), ScalingType: types.ScalingTypeUniformScaling,
+				})
+				require.NoError(t, err)
+			} else { // kinesalite has no UpdateShardCount: split the first shard at its middle
+				want = 3
+				_, err := tg.client.SplitShard(ctx, &kinesis.SplitShardInput{
+					StreamName: aws.String(tg.stream), ShardToSplit: aws.String("shardId-000000000000"),
+					NewStartingHashKey: aws.String("85070591730234615865843651857942052864"), // 2^126
+				})
+				require.NoError(t, err)
+			}
+			waitStreamActive(t, tg.client, tg.stream)
+			// Puts that land on the new shards tell the producer that its map is out of date.
+			require.Eventually(t, func() bool {
+				m := b.producer.shards.Current()
+				return m != nil && m.Len() == want
+			}, 30*time.Second, 5*time.Millisecond, "the producer reloads its shard map")
+			close(stop)
+			during := <-produced
+			after := produceLanes(ctx, b, "after", 16, 4)
+
+			written, _ := readUserRecords(t, tg.client, tg.stream)
+			requireWrittenOnce(t, written, slices.Concat(during, after))
+			requireKeyOrder(t, written, func(w writtenRecord) string { return w.shard + "|" + w.key })
+			var placed []writtenRecord
+			for _, w := range written {
+				if prefix, _, _, _ := parseLaneRecord(w.data); prefix == "after" {
+					placed = append(placed, w)
+				}
+			}
+			requirePlacedAsUnaggregated(t, tg, placed)
+			t.Logf("%d records during the reshard, %d after", len(during), len(after))
+		})
+	}
+}
+
+func TestKPLPutsWhatCannotShareAnAggregateOnItsOwn(t *testing.T) {
+	t.Parallel()
+	tg := newAggTarget(t, "kinesalite", 1)
+	spy := newPutSpy()
+	b := newBinding(t, tg.props, spy.install)
+
+	// At the stream's maximum record size with its key, a record leaves no room for the aggregate's
+	// framing: it is put as it is.
+	big := bytes.Repeat([]byte("b"), defaultMaxRecordSize-len("big"))
+	payload, err := json.Marshal([]map[string]string{
+		{"partitionKey": "small", "data": base64.StdEncoding.EncodeToString([]byte("s1"))},
+		{"partitionKey": "big", "data": base64.StdEncoding.EncodeToString(big)},
+		{"partitionKey": "small", "data": base64.StdEncoding.EncodeToString([]byte("s2"))},
+		{"partitionKey": "small", "data": base64.StdEncoding.EncodeToString([]byte("s3"))},
+	})
+	require.NoError(t, err)
+	results, _, err := bulkCreate(t.Context(), b, string(payload), map[string]string{reqDataEncoding: dataEncodingBase64})
+	require.NoError(t, err)
+	require.Len(t, results, 4)
+	for i, r := range results {
+		require.Empty(t, r.ErrorCode, i)
+	}
+	assert.Nil(t, results[1].SubSequenceNumber, "the big record is not aggregated")
+	assert.NotNil(t, results[3].SubSequenceNumber, "the small ones after it are")
+
+	// sequenceNumberForOrdering needs PutRecord: never aggregated.
+	resp, err := create(t.Context(), b, []byte("ordered"), map[string]string{
+		reqPartitionKey: "small", reqSequenceNumberForOrdering: results[3].SequenceNumber,
+	})
+	require.NoError(t, err)
+	assert.NotContains(t, resp.Metadata, respSubSequenceNumber)
+	assert.Len(t, spy.sent("PutRecord"), 1)
+
+	written, _ := readUserRecords(t, tg.client, tg.stream)
+	require.Len(t, written, 5)
+	byData := map[string]writtenRecord{}
+	for _, w := range written {
+		byData[w.data] = w
+	}
+	assert.Equal(t, -1, byData[string(big)].sub, "plain")
+	assert.Equal(t, "big", byData[string(big)].key)
+	assert.Equal(t, -1, byData["ordered"].sub, "plain")
+}
+
+func TestKPLAnAggregateEntryFailureAnswersEveryRecordInIt(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		fail    func(attempt int) string
+		written bool
+	}{
+		{"throttled once, then retried", func(attempt int) string {
+			if attempt == 1 {
+				return codeThroughputExceeded
+			}
+			return ""
+		}, true},
+		{"rejected", func(int) string { return "InvalidArgumentException" }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tg := newAggTarget(t, "kinesalite", 1, "batchLinger", "1m")
+			spy := newPutSpy()
+			spy.fail = func(key string, attempt int) string {
+				if key == "blocker" {
+					return ""
+				}
+				return tc.fail(attempt)
+			}
+			b := newBinding(t, tg.props, spy.install)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			release := spy.blockWith(t, b)
+			done := make(chan []laneOutcome, 1)
+			go func() { done <- produceLanes(ctx, b, "fail", 20, 1) }()
+			require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 21 }, 10*time.Second, time.Millisecond)
+			release() // the 20 go out together, in one aggregate
+			outcomes := <-done
+
+			written, _ := readUserRecords(t, tg.client, tg.stream)
+			if tc.written {
+				requireWrittenOnceInOrder(t, written[1:], outcomes) // after the blocker
+				for _, o := range outcomes {
+					assert.Contains(t, o.md, respSubSequenceNumber)
+				}
+				return
+			}
+			require.Len(t, written, 1, "only the blocker")
+			for _, o := range outcomes {
+				require.Error(t, o.err)
+				assert.Contains(t, o.err.Error(), "InvalidArgumentException", o.data)
+				assert.Contains(t, o.err.Error(), "(the record was not written)", o.data)
+			}
+		})
+	}
+}
+
+func TestPackerKeepsEachAggregateWithinTheLimitAndEachGroupInOrder(t *testing.T) {
+	t.Parallel()
+	const limit = 2000
+	pk := newPacker(limit)
+	all := make([]*pendingRecord, 0, 200)
+	for i := range 200 {
+		r := &record{data: bytes.Repeat([]byte{'d'}, 10+i%90), partitionKey: "key-" + strconv.Itoa(i%7)}
+		r.shard = "shard-" + strconv.Itoa(i%3)
+		pr := newPendingRecord(r, time.Time{})
+		entries, bytes := pk.cost(pr)
+		before, beforeBytes := len(pk.entries), pk.bytes
+		pk.add(pr)
+		assert.Len(t, pk.entries, before+entries, "cost predicts the entries")
+		assert.Equal(t, beforeBytes+bytes, pk.bytes, "cost predicts the bytes")
+		all = append(all, pr)
+	}
+	total, seen := 0, map[*pendingRecord]int{}
+	last := map[string]int{}
+	for _, e := range pk.entries {
+		assert.LessOrEqual(t, e.size(), limit)
+		if len(e.members) > 1 {
+			enc, err := e.agg.Encode()
+			require.NoError(t, err)
+			assert.Equal(t, len(enc)+len(e.first().partitionKey), e.size(), "size is the encoded size plus the key")
+		}
+		for _, m := range e.members {
+			assert.Equal(t, e.first().shard, m.rec.shard, "one shard per entry")
+			seen[m] = len(seen)
+			total++
+		}
+	}
+	require.Equal(t, len(all), total)
+	for i, pr := range all { // per shard, entries (in request order) hold records in the order added
+		at := seen[pr]
+		if prev, ok := last[pr.rec.shard]; ok {
+			assert.Greater(t, at, prev, "record %d", i)
+		}
+		last[pr.rec.shard] = at
 	}
 }
