@@ -66,22 +66,45 @@ func (b *batcher) started() bool {
 	return started
 }
 
-// batch is the request being filled.
+// batch is the request being filled. With aggregation its records are counted as the aggregates
+// they will be packed into (see packer): a request then carries many more records than entries.
 type batch struct {
-	entries []*pendingRecord
+	entries []*pendingRecord // user records, in the order they came
 	bytes   int
+	kpl     *packer // nil without aggregation
 }
 
-func (bt *batch) fits(rec *record) bool {
-	return len(bt.entries) < maxBatchRecords && bt.bytes+rec.size() <= maxBatchBytes
+// newBatch starts an empty batch.
+func (p *producer) newBatch() batch {
+	if p.aggregate {
+		return batch{kpl: newPacker(p.aggregateLimit())}
+	}
+	return batch{}
+}
+
+func (bt *batch) fits(pr *pendingRecord) bool {
+	if bt.kpl != nil {
+		entries, bytes := bt.kpl.cost(pr)
+		return len(bt.kpl.entries)+entries <= maxBatchRecords && bt.kpl.bytes+bytes <= maxBatchBytes
+	}
+	return len(bt.entries) < maxBatchRecords && bt.bytes+pr.rec.size() <= maxBatchBytes
 }
 
 func (bt *batch) full() bool {
-	return len(bt.entries) == maxBatchRecords || bt.bytes == maxBatchBytes
+	n := len(bt.entries)
+	if bt.kpl != nil {
+		n = len(bt.kpl.entries)
+	}
+	return n == maxBatchRecords || bt.bytes == maxBatchBytes
 }
 
 func (bt *batch) add(pr *pendingRecord) {
 	bt.entries = append(bt.entries, pr)
+	if bt.kpl != nil {
+		bt.kpl.add(pr)
+		bt.bytes = bt.kpl.bytes
+		return
+	}
 	bt.bytes += pr.rec.size()
 }
 
@@ -91,7 +114,7 @@ func (b *batcher) loop() {
 	defer senders.Wait()
 
 	var (
-		cur      batch
+		cur      = b.p.newBatch()
 		carry    *pendingRecord // arrived when cur had no room for it; goes first into the next batch
 		due      bool           // cur has lingered long enough (or is full, or we are stopping)
 		stopping bool
@@ -102,7 +125,7 @@ func (b *batcher) loop() {
 	defer linger.Stop()
 
 	accept := func(pr *pendingRecord) {
-		if len(cur.entries) > 0 && !cur.fits(pr.rec) {
+		if len(cur.entries) > 0 && !cur.fits(pr) {
 			carry, due = pr, true
 			return
 		}
@@ -134,7 +157,7 @@ func (b *batcher) loop() {
 			due = due || (len(cur.entries) > 0 && b.p.inFlight() == 0)
 		case slots <- struct{}{}:
 			send := cur.entries
-			cur, due = batch{}, stopping
+			cur, due = b.p.newBatch(), stopping
 			linger.Stop()
 			senders.Add(1)
 			go b.sendBatch(send, &senders)

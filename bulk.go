@@ -38,8 +38,11 @@ type bulkEntry struct {
 type bulkResult struct {
 	ShardID        string `json:"shardId,omitempty"`
 	SequenceNumber string `json:"sequenceNumber,omitempty"`
-	ErrorCode      string `json:"errorCode,omitempty"`
-	ErrorMessage   string `json:"errorMessage,omitempty"`
+	// SubSequenceNumber is the entry's index in the KPL aggregate it went out in; absent for an
+	// entry written as a record of its own.
+	SubSequenceNumber *int   `json:"subSequenceNumber,omitempty"`
+	ErrorCode         string `json:"errorCode,omitempty"`
+	ErrorMessage      string `json:"errorMessage,omitempty"`
 }
 
 // bulkRequest is a parsed bulkCreate: records[i] is nil where results[i] already holds its error.
@@ -122,16 +125,15 @@ func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string,
 	return rec, nil
 }
 
-// chunks splits records into PutRecords-sized groups, in order.
-func chunks(records []*pendingRecord) [][]*pendingRecord {
-	var (
-		out [][]*pendingRecord
-		cur batch
-	)
+// chunks splits records into PutRecords-sized groups, in order; with aggregation, into groups
+// whose aggregates fill a request.
+func (p *producer) chunks(records []*pendingRecord) [][]*pendingRecord {
+	var out [][]*pendingRecord
+	cur := p.newBatch()
 	for _, pr := range records {
-		if len(cur.entries) > 0 && !cur.fits(pr.rec) {
+		if len(cur.entries) > 0 && !cur.fits(pr) {
 			out = append(out, cur.entries)
-			cur = batch{}
+			cur = p.newBatch()
 		}
 		cur.add(pr)
 	}
@@ -164,7 +166,10 @@ func (p *producer) bulkCreate(ctx context.Context, req *bindings.InvokeRequest) 
 		}
 	}
 
-	p.sendChunks(ctx, chunks(pending))
+	if p.aggregate {
+		p.place(ctx, br.records...)
+	}
+	p.sendChunks(ctx, p.chunks(pending))
 
 	failed := 0
 	for k, pr := range pending {
@@ -173,6 +178,9 @@ func (p *producer) bulkCreate(ctx context.Context, req *bindings.InvokeRequest) 
 		}
 		res := <-pr.res
 		br.results[index[k]] = bulkResult{ShardID: res.shardID, SequenceNumber: res.sequenceNumber}
+		if res.aggregated {
+			br.results[index[k]].SubSequenceNumber = ptr(res.sub)
+		}
 		if res.err != nil {
 			br.results[index[k]] = bulkResult{ErrorCode: errorCode(res.err), ErrorMessage: res.err.Error()}
 		}

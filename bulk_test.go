@@ -329,6 +329,7 @@ func TestChunksKeepOrderAndLimits(t *testing.T) {
 		}
 		return out
 	}
+	chunks := (&producer{}).chunks
 	mib := 1 << 20
 	assert.Empty(t, chunks(nil))
 	assert.Equal(t, [][]int{{mib, mib, mib, mib, mib}, {1}}, sizes(chunks(mk(mib, mib, mib, mib, mib, 1))))

@@ -33,6 +33,16 @@ const (
 	positionAtTimestamp initialPosition = "AT_TIMESTAMP"
 )
 
+// aggregationMode selects whether the output side packs user records into KPL aggregated records.
+type aggregationMode string
+
+const (
+	// aggregationNone puts each user record as a Kinesis record of its own.
+	aggregationNone aggregationMode = "none"
+	// aggregationKPL packs user records bound for the same shard into KPL aggregated records.
+	aggregationKPL aggregationMode = "kpl"
+)
+
 // Defaults. The input ones are tuned for a start in seconds and low latency while staying within
 // AWS's read limit of 5 GetRecords calls per second per shard; maxRecords is AWS's own maximum, so
 // that a consumer catching up after an outage reads as fast as the shard allows.
@@ -107,8 +117,9 @@ type kinesisMetadata struct {
 	DeregisterConsumerOnClose bool   `json:"deregisterConsumerOnClose,string" mapstructure:"deregisterConsumerOnClose"`
 
 	// Output side.
-	BatchLinger        time.Duration `json:"batchLinger" mapstructure:"batchLinger"`
-	MaxInFlightBatches int           `json:"maxInFlightBatches" mapstructure:"maxInFlightBatches"`
+	BatchLinger        time.Duration   `json:"batchLinger" mapstructure:"batchLinger"`
+	MaxInFlightBatches int             `json:"maxInFlightBatches" mapstructure:"maxInFlightBatches"`
+	Aggregation        aggregationMode `json:"aggregation" mapstructure:"aggregation"`
 
 	// Derived while validating.
 	initialTimestamp time.Time
@@ -130,6 +141,7 @@ func defaultMetadata() kinesisMetadata {
 		MaxInFlightBatches:   defaultMaxInFlightBatches,
 		ConcurrencyPerShard:  defaultConcurrencyPerShard,
 		LagWarningThreshold:  defaultLagWarningThreshold,
+		Aggregation:          aggregationNone,
 	}
 }
 
@@ -185,6 +197,23 @@ func (m *kinesisMetadata) validate() error {
 	}
 	if m.MaxInFlightBatches < 1 {
 		return errors.New("'maxInFlightBatches' must be at least 1")
+	}
+	return m.validateAggregation()
+}
+
+func (m *kinesisMetadata) validateAggregation() error {
+	m.Aggregation = aggregationMode(strings.ToLower(strings.TrimSpace(string(m.Aggregation))))
+	switch m.Aggregation {
+	case "":
+		m.Aggregation = aggregationNone
+	case aggregationNone:
+	case aggregationKPL:
+		if m.BatchLinger == 0 {
+			// Concurrent creates meet only in the coalescer, which batchLinger 0 turns off.
+			return errors.New("'aggregation' kpl packs concurrent creates through the coalescer: it needs 'batchLinger' greater than 0")
+		}
+	default:
+		return fmt.Errorf("'aggregation' must be one of %s, %s; got %q", aggregationNone, aggregationKPL, m.Aggregation)
 	}
 	return nil
 }

@@ -93,6 +93,11 @@ func TestParseMetadataValues(t *testing.T) {
 	assert.True(t, m.DeregisterConsumerOnClose)
 	assert.Zero(t, m.BatchLinger)
 	assert.Equal(t, 4, m.MaxInFlightBatches)
+	assert.Equal(t, aggregationNone, m.Aggregation, "the default")
+
+	kpl, err := parseMetadata(map[string]string{"streamName": "s", "aggregation": " KPL "})
+	require.NoError(t, err)
+	assert.Equal(t, aggregationKPL, kpl.Aggregation)
 
 	auth := m.authOptions(nil, props)
 	assert.Equal(t, "AKID", auth.AccessKey)
@@ -171,6 +176,8 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"consumer ARN not an ARN", map[string]string{"streamName": "s", "consumerARN": "not-an-arn"}, "'consumerARN' must be a stream consumer ARN"},
 		{"worker ID too long", map[string]string{"streamName": "s", "workerID": strings.Repeat("w", 257)}, "'workerID' must be at most 256 characters"},
 		{"in flight zero", map[string]string{"streamName": "s", "maxInFlightBatches": "0"}, "'maxInFlightBatches' must be at least 1"},
+		{"aggregation unknown", map[string]string{"streamName": "s", "aggregation": "zip"}, `'aggregation' must be one of none, kpl; got "zip"`},
+		{"aggregation without linger", map[string]string{"streamName": "s", "aggregation": "kpl", "batchLinger": "0"}, "'aggregation' kpl packs concurrent creates through the coalescer: it needs 'batchLinger' greater than 0"},
 		{"stealing not a bool", map[string]string{"streamName": "s", "deregisterConsumerOnClose": "maybe"}, ""},
 	}
 	for _, tc := range tests {

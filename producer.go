@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/backoff"
+	"github.com/dapr-kinesis/kinesis/internal/shardmap"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -47,6 +50,12 @@ type producer struct {
 	slots   chan struct{} // one per PutRecords request in flight, coalesced or bulk
 	batcher *batcher      // nil when batchLinger is 0
 
+	// With aggregation kpl: the stream's open shards, which user records are grouped by.
+	aggregate    bool
+	shards       *shardmap.Cache
+	shardsDenied atomic.Bool // ListShards is not allowed: group by hash key only
+	shardsWarned atomic.Bool
+
 	sizeMu        sync.Mutex
 	recordSizeMax int           // 0 until DescribeStreamSummary answered
 	sizeLookup    chan struct{} // closed when the lookup in progress ends; nil when none runs
@@ -64,6 +73,10 @@ func newProducer(client *kinesis.Client, meta *kinesisMetadata, log logger.Logge
 	p.abortCtx, p.abort = context.WithCancelCause(context.Background())
 	if meta.BatchLinger > 0 {
 		p.batcher = newBatcher(p, meta.BatchLinger)
+	}
+	if meta.Aggregation == aggregationKPL {
+		p.aggregate = true
+		p.shards = shardmap.NewCache(client, meta.StreamName, shardMapMinInterval)
 	}
 	return p
 }
@@ -152,6 +165,9 @@ func (p *producer) create(ctx context.Context, req *bindings.InvokeRequest) (*bi
 	if p.batcher == nil || rec.sequenceNumberForOrdering != "" || rec.size() > maxBatchBytes {
 		res = p.putRecord(ctx, &rec)
 	} else {
+		if p.aggregate {
+			p.place(ctx, &rec)
+		}
 		res = p.batcher.put(ctx, &rec)
 	}
 	switch {
@@ -160,10 +176,14 @@ func (p *producer) create(ctx context.Context, req *bindings.InvokeRequest) (*bi
 	case res.err != nil:
 		return nil, fmt.Errorf("kinesis binding error: put record on stream %q: %w", p.meta.StreamName, res.err)
 	}
-	return &bindings.InvokeResponse{Metadata: map[string]string{
+	resp := &bindings.InvokeResponse{Metadata: map[string]string{
 		respShardID:        res.shardID,
 		respSequenceNumber: res.sequenceNumber,
-	}}, nil
+	}}
+	if res.aggregated {
+		resp.Metadata[respSubSequenceNumber] = strconv.Itoa(res.sub)
+	}
+	return resp, nil
 }
 
 // checkSize rejects a record larger than the stream accepts before anything is sent.

@@ -45,7 +45,10 @@ type pendingRecord struct {
 type putResult struct {
 	shardID        string
 	sequenceNumber string
-	err            error
+	// aggregated is set when the record went out in a KPL aggregate; sub is then its index there.
+	aggregated bool
+	sub        int
+	err        error
 }
 
 func newPendingRecord(rec *record, deadline time.Time) *pendingRecord {
@@ -208,6 +211,9 @@ func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 	if len(live) == 1 && live[0].rec.size() > maxBatchBytes {
 		// Only a stream raised above 5 MiB per record gets here; PutRecords cannot carry it.
 		return p.sendSingle(ctx, live[0])
+	}
+	if p.aggregate {
+		return p.sendAggregated(ctx, live)
 	}
 	out, err := p.client.PutRecords(ctx, putRecordsInput(p.meta.StreamName, live))
 	if err == nil && len(out.Records) != len(live) {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dapr-kinesis/kinesis/internal/shardmap"
+
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -19,8 +21,9 @@ const (
 	reqExplicitHashKey           = "explicitHashKey"
 	reqSequenceNumberForOrdering = "sequenceNumberForOrdering"
 
-	respShardID        = "shardId"
-	respSequenceNumber = "sequenceNumber"
+	respShardID           = "shardId"
+	respSequenceNumber    = "sequenceNumber"
+	respSubSequenceNumber = "subSequenceNumber"
 
 	maxPartitionKeyChars = 256
 )
@@ -43,6 +46,11 @@ type record struct {
 	partitionKey              string
 	explicitHashKey           string
 	sequenceNumberForOrdering string
+
+	// Where the record goes, set by place when aggregating: its hash key, and the open shard that
+	// holds it ("" when no shard map says).
+	hash  shardmap.Key
+	shard string
 }
 
 // size is what counts against the stream's maximum record size: the data and the partition key.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,8 +74,9 @@ func newTarget(srv *localaws.Servers, name string) (*target, error) {
 	return nil, fmt.Errorf("unknown server %q (kinesalite or kinesis-local)", name)
 }
 
-// call makes one call of the case and returns how many records it put.
-type call func(ctx context.Context) (int, error)
+// call makes one call of the case and returns how many records it put. The binding's calls add the
+// positions (shard/sequence number) their answers name to seen, to count the Kinesis records written.
+type call func(ctx context.Context, seen map[string]struct{}) (int, error)
 
 // warmUp exercises a fresh server for cfg.warmUp on a stream of its own, so that no case measures
 // node's JIT compiling the server's code paths.
@@ -123,14 +125,14 @@ func deleteStream(t *target, stream string) {
 }
 
 // runCase measures one mode with n callers on a stream of its own, deleted afterwards.
-func runCase(ctx context.Context, cfg *config, t *target, m mode, n int) (result, error) {
+func runCase(ctx context.Context, cfg *config, t *target, m mode, n int, agg string) (result, error) {
 	stream := localaws.UniqueName(fmt.Sprintf("bench-%s-%d", m, n))
 	if err := t.servers.CreateStream(ctx, t.client, stream, cfg.shards); err != nil {
 		return result{}, err
 	}
 	defer deleteStream(t, stream)
 
-	newCall, closeFn, err := prepare(ctx, cfg, t, m, stream)
+	newCall, closeFn, err := prepare(ctx, cfg, t, m, stream, agg)
 	if err != nil {
 		return result{}, err
 	}
@@ -138,11 +140,12 @@ func runCase(ctx context.Context, cfg *config, t *target, m mode, n int) (result
 
 	// One call first: the binding reads the stream's record size limit, connections open.
 	warm := newCall()
-	if _, err := warm(ctx); err != nil {
+	if _, err := warm(ctx, map[string]struct{}{}); err != nil {
 		return result{}, fmt.Errorf("warm-up call: %w", err)
 	}
 
-	r := result{server: t.name, mode: m, callers: n}
+	r := result{server: t.name, mode: m, callers: n, aggregation: agg}
+	positions := map[string]struct{}{}
 	runCtx, cancel := context.WithTimeout(ctx, cfg.duration+cfg.drain)
 	defer cancel()
 	var (
@@ -157,9 +160,10 @@ func runCase(ctx context.Context, cfg *config, t *target, m mode, n int) (result
 			var lat []time.Duration
 			var records, errs, cut int
 			var firstErr error
+			seen := map[string]struct{}{}
 			for time.Now().Before(stopAt) {
 				t0 := time.Now()
-				k, err := c(runCtx)
+				k, err := c(runCtx, seen)
 				switch {
 				case err == nil:
 					lat = append(lat, time.Since(t0))
@@ -181,21 +185,25 @@ func runCase(ctx context.Context, cfg *config, t *target, m mode, n int) (result
 			if r.firstErr == nil {
 				r.firstErr = firstErr
 			}
+			for p := range seen {
+				positions[p] = struct{}{}
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	r.elapsed = time.Since(began)
+	r.kinesisRecords = len(positions)
 	return r, ctx.Err()
 }
 
 // prepare returns a constructor of per-caller calls for mode m, and what to close afterwards.
-func prepare(ctx context.Context, cfg *config, t *target, m mode, stream string) (func() call, func(), error) {
+func prepare(ctx context.Context, cfg *config, t *target, m mode, stream, agg string) (func() call, func(), error) {
 	data := bytes.Repeat([]byte("r"), cfg.recordSize)
 	switch m {
 	case modePutRecord:
 		return func() call {
-			return func(ctx context.Context) (int, error) {
+			return func(ctx context.Context, _ map[string]struct{}) (int, error) {
 				_, err := t.client.PutRecord(ctx, &kinesis.PutRecordInput{
 					StreamName: aws.String(stream), Data: data, PartitionKey: aws.String(uuid.NewString()),
 				})
@@ -204,7 +212,7 @@ func prepare(ctx context.Context, cfg *config, t *target, m mode, stream string)
 		}, func() {}, nil
 	case modePutRecords:
 		return func() call {
-			return func(ctx context.Context) (int, error) {
+			return func(ctx context.Context, _ map[string]struct{}) (int, error) {
 				entries := make([]types.PutRecordsRequestEntry, batchOf)
 				for i := range entries {
 					entries[i] = types.PutRecordsRequestEntry{Data: data, PartitionKey: aws.String(uuid.NewString())}
@@ -218,25 +226,41 @@ func prepare(ctx context.Context, cfg *config, t *target, m mode, stream string)
 		}, func() {}, nil
 	}
 
-	b, err := newBinding(ctx, cfg, t, stream)
+	b, err := newBinding(ctx, cfg, t, stream, agg)
 	if err != nil {
 		return nil, nil, err
 	}
 	closeFn := func() { _ = b.Close() }
 	if m == modeCreate {
 		return func() call {
-			return func(ctx context.Context) (int, error) {
-				_, err := b.Invoke(ctx, &bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: data})
-				return 1, err
+			return func(ctx context.Context, seen map[string]struct{}) (int, error) {
+				resp, err := b.Invoke(ctx, &bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: data})
+				if err != nil {
+					return 1, err
+				}
+				seen[resp.Metadata["shardId"]+"/"+resp.Metadata["sequenceNumber"]] = struct{}{}
+				return 1, nil
 			}
 		}, closeFn, nil
 	}
 	payload := bulkPayload(cfg.recordSize)
 	return func() call {
-		return func(ctx context.Context) (int, error) {
+		return func(ctx context.Context, seen map[string]struct{}) (int, error) {
 			resp, err := b.Invoke(ctx, &bindings.InvokeRequest{Operation: "bulkCreate", Data: payload})
 			if err != nil {
 				return 0, err
+			}
+			var entries []struct {
+				ShardID        string `json:"shardId"`
+				SequenceNumber string `json:"sequenceNumber"`
+			}
+			if err := json.Unmarshal(resp.Data, &entries); err != nil {
+				return 0, fmt.Errorf("bulkCreate response: %w", err)
+			}
+			for _, e := range entries {
+				if e.SequenceNumber != "" {
+					seen[e.ShardID+"/"+e.SequenceNumber] = struct{}{}
+				}
 			}
 			failed, _ := strconv.Atoi(resp.Metadata["failedRecordCount"])
 			if failed > 0 {
@@ -247,7 +271,7 @@ func prepare(ctx context.Context, cfg *config, t *target, m mode, stream string)
 	}, closeFn, nil
 }
 
-func newBinding(ctx context.Context, cfg *config, t *target, stream string) (bindings.OutputBinding, error) {
+func newBinding(ctx context.Context, cfg *config, t *target, stream, agg string) (bindings.OutputBinding, error) {
 	props := map[string]string{
 		"streamName": stream,
 		"region":     localaws.Region,
@@ -260,6 +284,9 @@ func newBinding(ctx context.Context, cfg *config, t *target, stream string) (bin
 	}
 	if cfg.maxInFlight != "" {
 		props["maxInFlightBatches"] = cfg.maxInFlight
+	}
+	if agg != "" && agg != "-" {
+		props["aggregation"] = agg
 	}
 	log := logger.NewLogger("kinesis-bench")
 	log.SetOutputLevel(logger.WarnLevel)

@@ -1,9 +1,12 @@
 // Command kinesis-bench measures the output binding against the local emulators it starts itself:
 // records/s and per-call latency for create, bulkCreate and the SDK's PutRecord and PutRecords, with
-// 1 KiB records and 1 to 256 concurrent callers, each case on a fresh stream.
+// 1 KiB records and 1 to 256 concurrent callers, each case on a fresh stream. With -aggregation the
+// binding's cases run once per aggregation mode, side by side; the table then also shows how many
+// Kinesis records were written per user record (distinct positions in the answers).
 //
 //	go run ./cmd/kinesis-bench                  # everything, about 3 minutes
 //	go run ./cmd/kinesis-bench -servers kinesalite -callers 64 -duration 5s
+//	go run ./cmd/kinesis-bench -modes a,d -callers 64,256 -record-size 100 -aggregation none,kpl
 package main
 
 import (
@@ -33,6 +36,7 @@ type config struct {
 	shards      int32
 	linger      string // binding metadata batchLinger; "" keeps the binding's default
 	maxInFlight string // binding metadata maxInFlightBatches; "" keeps the default
+	aggregation []string
 }
 
 func main() {
@@ -44,9 +48,9 @@ func main() {
 
 func run() error {
 	var (
-		cfg                     config
-		servers, callers, modes string
-		timeout                 time.Duration
+		cfg                                  config
+		servers, callers, modes, aggregation string
+		timeout                              time.Duration
 	)
 	flag.StringVar(&servers, "servers", "kinesalite,kinesis-local", "emulators to measure, in order")
 	flag.StringVar(&callers, "callers", "1,16,64,256", "concurrent callers per case")
@@ -62,6 +66,7 @@ func run() error {
 	})
 	flag.StringVar(&cfg.linger, "linger", "", "binding batchLinger (default: the binding's)")
 	flag.StringVar(&cfg.maxInFlight, "max-in-flight", "", "binding maxInFlightBatches (default: the binding's)")
+	flag.StringVar(&aggregation, "aggregation", "none", "binding aggregation values for (a) and (d), side by side: none, kpl or none,kpl")
 	flag.DurationVar(&timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
@@ -87,31 +92,44 @@ func run() error {
 	if cfg.modes, err = parseModes(modes); err != nil {
 		return fmt.Errorf("-modes: %w", err)
 	}
+	for _, a := range strings.Split(aggregation, ",") {
+		if a = strings.TrimSpace(a); a != "none" && a != "kpl" {
+			return fmt.Errorf("-aggregation: %q is not none or kpl", a)
+		}
+		cfg.aggregation = append(cfg.aggregation, strings.TrimSpace(a))
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Printf("kinesis-bench: %d-byte records, %s per case (+ up to %s drain), %d-shard stream, fresh server warmed up for %s per case, batchLinger=%s maxInFlightBatches=%s\n\n",
-		cfg.recordSize, cfg.duration, cfg.drain, cfg.shards, cfg.warmUp, orDefault(cfg.linger), orDefault(cfg.maxInFlight))
+	fmt.Printf("kinesis-bench: %d-byte records, %s per case (+ up to %s drain), %d-shard stream, fresh server warmed up for %s per case, batchLinger=%s maxInFlightBatches=%s aggregation=%s\n\n",
+		cfg.recordSize, cfg.duration, cfg.drain, cfg.shards, cfg.warmUp, orDefault(cfg.linger), orDefault(cfg.maxInFlight), strings.Join(cfg.aggregation, ","))
 	var all []result
 	for _, server := range cfg.servers {
 		fmt.Printf("## %s\n\n", server)
 		printHeader()
 		for _, n := range cfg.callers {
 			for _, m := range cfg.modes {
-				r, err := runOnFreshServer(ctx, &cfg, server, m, n)
-				if err != nil {
-					return fmt.Errorf("%s, %s, %d callers: %w", server, m, n, err)
+				aggs := cfg.aggregation
+				if m != modeCreate && m != modeBulk {
+					aggs = []string{"-"} // the SDK cases do not aggregate
 				}
-				printRow(r)
-				all = append(all, r)
+				for _, agg := range aggs {
+					r, err := runOnFreshServer(ctx, &cfg, server, m, n, agg)
+					if err != nil {
+						return fmt.Errorf("%s, %s, %d callers, aggregation %s: %w", server, m, n, agg, err)
+					}
+					printRow(r)
+					all = append(all, r)
+				}
 			}
 		}
 		fmt.Println()
 	}
 	printTargets(all, &cfg)
+	printAggregationTargets(all, &cfg)
 	if ctx.Err() != nil {
 		return errors.New("stopped before the end: " + context.Cause(ctx).Error())
 	}
@@ -121,7 +139,7 @@ func run() error {
 // runOnFreshServer starts the emulators, warms the server up, runs one case and stops them. A
 // fresh server per case keeps cases apart: kinesis-local slows down as it fills, and both servers
 // keep working on requests a case gave up on.
-func runOnFreshServer(ctx context.Context, cfg *config, server string, m mode, n int) (result, error) {
+func runOnFreshServer(ctx context.Context, cfg *config, server string, m mode, n int, agg string) (result, error) {
 	srv, err := localaws.Start(ctx, localaws.Options{Kinesalite: server == "kinesalite"})
 	if err != nil {
 		return result{}, err
@@ -138,7 +156,7 @@ func runOnFreshServer(ctx context.Context, cfg *config, server string, m mode, n
 	if err := warmUp(ctx, cfg, t); err != nil {
 		return result{}, fmt.Errorf("warm-up: %w", err)
 	}
-	return runCase(ctx, cfg, t, m, n)
+	return runCase(ctx, cfg, t, m, n, agg)
 }
 
 func orDefault(s string) string {

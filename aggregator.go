@@ -1,0 +1,315 @@
+package kinesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/kpl"
+	"github.com/dapr-kinesis/kinesis/internal/shardmap"
+)
+
+// KPL aggregation (metadata aggregation: kpl). User records go through the coalescer as with
+// aggregation none, and the request that carries them is built differently: the records bound for
+// the same open shard are packed, in the order they came, into KPL aggregated records that each fit
+// the stream's maximum record size, and each aggregate is put with the partition key and hash key of
+// its first record. Kinesis therefore places every aggregate on the shard its records would have
+// gone to on their own, and a key's records reach that shard in the order they were sent. A group
+// of one record, and a record too large to share, is put as a plain record.
+//
+// Records are grouped by the shard map from ListShards. When a put lands on a shard the map did not
+// predict (the stream was resharded), the map is reloaded. Without a map (ListShards denied or
+// failing) records are grouped by their hash key alone, which places them exactly but packs fewer.
+
+// shardMapMinInterval bounds how often a stream in the middle of a reshard is listed.
+const shardMapMinInterval = 250 * time.Millisecond
+
+// place sets each record's hash key and predicted shard, loading the shard map first if needed.
+func (p *producer) place(ctx context.Context, recs ...*record) {
+	m := p.shardMap(ctx)
+	for _, r := range recs {
+		if r == nil {
+			continue
+		}
+		r.hash = hashOf(r)
+		p.predict(m, r)
+	}
+}
+
+// predict sets r.shard from m, and marks m out of date when it has no shard for r.
+func (p *producer) predict(m *shardmap.Map, r *record) {
+	r.shard = ""
+	if m == nil {
+		return
+	}
+	s, ok := m.Find(r.hash)
+	if !ok {
+		p.shards.Invalidate()
+		return
+	}
+	r.shard = s.ID
+}
+
+// shardMap is the stream's current shard map, or nil when none can be had.
+func (p *producer) shardMap(ctx context.Context) *shardmap.Map {
+	if p.shardsDenied.Load() {
+		return nil
+	}
+	m, err := p.shards.Get(ctx)
+	if err != nil {
+		err = awserr.Classify(err)
+		denied := errors.Is(err, ErrAccessDenied)
+		if denied {
+			p.shardsDenied.Store(true)
+		}
+		if !p.shardsWarned.Swap(true) || denied {
+			p.logger.Warnf("kinesis binding: aggregation: cannot list the shards of stream %q (%v); records are grouped by partition key only, which packs fewer per aggregate", p.meta.StreamName, err)
+		} else {
+			p.logger.Debugf("kinesis binding: aggregation: listing the shards of stream %q failed again: %v", p.meta.StreamName, err)
+		}
+	}
+	if m != nil && m.Len() == 0 {
+		return nil
+	}
+	return m
+}
+
+// hashOf is the hash key Kinesis places r by.
+func hashOf(r *record) shardmap.Key {
+	if r.explicitHashKey != "" {
+		if k, err := shardmap.ParseKey(r.explicitHashKey); err == nil { // validated when parsed
+			return k
+		}
+	}
+	return shardmap.KeyOf(r.partitionKey)
+}
+
+// aggregateLimit is the largest record an aggregate may become: the stream's maximum record size,
+// and never more than a PutRecords request carries.
+func (p *producer) aggregateLimit() int {
+	p.sizeMu.Lock()
+	limit := p.recordSizeMax
+	p.sizeMu.Unlock()
+	if limit <= 0 {
+		limit = defaultMaxRecordSize
+	}
+	return min(limit, maxBatchBytes)
+}
+
+// groupKey is what records are packed together by: their predicted shard, or, when none is
+// predicted, their hash key.
+type groupKey struct {
+	shard string
+	hash  shardmap.Key
+}
+
+func groupOf(r *record) groupKey {
+	if r.shard != "" {
+		return groupKey{shard: r.shard}
+	}
+	return groupKey{hash: r.hash}
+}
+
+// aggEntry is one entry of a PutRecords request: an aggregate of its members or, with one member,
+// that record on its own.
+type aggEntry struct {
+	members []*pendingRecord
+	agg     kpl.Aggregate
+}
+
+func (e *aggEntry) first() *record { return e.members[0].rec }
+
+// size is what the entry counts against the record size limit and the 5 MiB of a request.
+func (e *aggEntry) size() int {
+	if len(e.members) == 1 {
+		return e.first().size()
+	}
+	return e.agg.Size() + len(e.first().partitionKey)
+}
+
+// sizeWith is size after adding r.
+func (e *aggEntry) sizeWith(r *record) int {
+	return e.agg.SizeWith(r.partitionKey, r.explicitHashKey, len(r.data)) + len(e.first().partitionKey)
+}
+
+func (e *aggEntry) add(pr *pendingRecord) {
+	e.members = append(e.members, pr)
+	e.agg.Add(pr.rec.partitionKey, pr.rec.explicitHashKey, pr.rec.data)
+}
+
+// packer packs user records, in the order added, into PutRecords entries: each group's records go
+// into its open aggregate until the next one would not fit the limit, which starts another. Entries
+// are kept in the order they were started, so a group's aggregates keep its records' order.
+type packer struct {
+	limit   int
+	open    map[groupKey]*aggEntry
+	entries []*aggEntry
+	bytes   int // of all entries, as a request counts them
+}
+
+func newPacker(limit int) *packer {
+	return &packer{limit: limit, open: map[groupKey]*aggEntry{}}
+}
+
+// cost is how many entries and bytes adding pr would add.
+func (pk *packer) cost(pr *pendingRecord) (entries, bytes int) {
+	if e := pk.open[groupOf(pr.rec)]; e != nil {
+		if n := e.sizeWith(pr.rec); n <= pk.limit {
+			return 0, n - e.size()
+		}
+	}
+	return 1, pr.rec.size()
+}
+
+func (pk *packer) add(pr *pendingRecord) {
+	g := groupOf(pr.rec)
+	e := pk.open[g]
+	if e != nil && e.sizeWith(pr.rec) <= pk.limit {
+		pk.bytes -= e.size()
+	} else {
+		e = &aggEntry{}
+		pk.open[g] = e
+		pk.entries = append(pk.entries, e)
+	}
+	e.add(pr)
+	pk.bytes += e.size()
+}
+
+// requests splits the entries into PutRecords requests, in order. The coalescer and bulkCreate size
+// their batches so that one request holds them; only a shard map that changed between batching and
+// sending makes more.
+func (pk *packer) requests() [][]*aggEntry {
+	var (
+		out   [][]*aggEntry
+		cur   = make([]*aggEntry, 0, min(len(pk.entries), maxBatchRecords))
+		bytes int
+	)
+	for _, e := range pk.entries {
+		if len(cur) > 0 && (len(cur) == maxBatchRecords || bytes+e.size() > maxBatchBytes) {
+			out = append(out, cur)
+			cur, bytes = nil, 0
+		}
+		cur = append(cur, e)
+		bytes += e.size()
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// sendAggregated packs live into aggregates and puts them, answering each user record from its
+// entry's outcome; it returns the records to send again. The records are grouped by the shard map
+// as it is now, which may be newer than when they were batched.
+func (p *producer) sendAggregated(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
+	m := p.shardMap(ctx)
+	pk := newPacker(p.aggregateLimit())
+	for _, pr := range live {
+		p.predict(m, pr.rec)
+		pk.add(pr)
+	}
+	for _, req := range pk.requests() {
+		if err := ctx.Err(); err != nil {
+			for _, e := range req {
+				retry = append(retry, requeue(e.members, context.Cause(ctx))...)
+			}
+			continue
+		}
+		retry = append(retry, p.putAggregates(ctx, req)...)
+	}
+	return retry
+}
+
+// putAggregates makes one PutRecords request of entries.
+func (p *producer) putAggregates(ctx context.Context, entries []*aggEntry) (retry []*pendingRecord) {
+	in := &kinesis.PutRecordsInput{StreamName: aws.String(p.meta.StreamName)}
+	sent := make([]*aggEntry, 0, len(entries))
+	for _, e := range entries {
+		entry, err := requestEntry(e)
+		if err != nil {
+			for _, pr := range e.members {
+				pr.answer(putResult{err: notWritten(fmt.Errorf("building the KPL aggregate: %w", err))})
+			}
+			continue
+		}
+		in.Records = append(in.Records, entry)
+		sent = append(sent, e)
+	}
+	if len(sent) == 0 {
+		return nil
+	}
+	out, err := p.client.PutRecords(ctx, in)
+	if err == nil && len(out.Records) != len(sent) {
+		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(sent))
+	}
+	if err != nil {
+		err = requestError(ctx, err)
+		for _, e := range sent {
+			if awserr.IsRetryable(err) { // the whole request was throttled: nothing was written
+				retry = append(retry, requeue(e.members, err)...)
+				continue
+			}
+			for _, pr := range e.members {
+				pr.answer(putResult{err: requestOutcome(err)})
+			}
+		}
+		return retry
+	}
+	for i, e := range sent {
+		retry = append(retry, p.answerEntry(e, &out.Records[i])...)
+	}
+	return retry
+}
+
+// answerEntry answers an entry's members from its result, and reloads the shard map when the entry
+// landed on a shard other than the one predicted.
+func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (retry []*pendingRecord) {
+	code := aws.ToString(res.ErrorCode)
+	switch {
+	case code == "":
+		shardID := aws.ToString(res.ShardId)
+		if predicted := e.first().shard; predicted != "" && predicted != shardID {
+			p.logger.Debugf("kinesis binding: aggregation: a record predicted for shard %s landed on %s; reloading the shard map", predicted, shardID)
+			p.shards.Invalidate()
+		}
+		aggregated := len(e.members) > 1
+		for j, pr := range e.members {
+			pr.answer(putResult{shardID: shardID, sequenceNumber: aws.ToString(res.SequenceNumber), aggregated: aggregated, sub: j})
+		}
+	case retryableEntryCode(code):
+		return requeue(e.members, &recordError{code: code, message: aws.ToString(res.ErrorMessage)})
+	default:
+		for _, pr := range e.members {
+			pr.answer(putResult{err: notWritten(&recordError{code: code, message: aws.ToString(res.ErrorMessage)})})
+		}
+	}
+	return nil
+}
+
+// requestEntry is the PutRecords entry of e: the record itself, or the encoded aggregate under its
+// first record's partition key and hash key.
+func requestEntry(e *aggEntry) (types.PutRecordsRequestEntry, error) {
+	first := e.first()
+	if len(e.members) == 1 {
+		entry := types.PutRecordsRequestEntry{Data: first.data, PartitionKey: aws.String(first.partitionKey)}
+		if first.explicitHashKey != "" {
+			entry.ExplicitHashKey = aws.String(first.explicitHashKey)
+		}
+		return entry, nil
+	}
+	data, err := e.agg.Encode()
+	if err != nil {
+		return types.PutRecordsRequestEntry{}, err
+	}
+	return types.PutRecordsRequestEntry{
+		Data:            data,
+		PartitionKey:    aws.String(first.partitionKey),
+		ExplicitHashKey: aws.String(first.hash.String()),
+	}, nil
+}
