@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/kpl"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testlog"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -588,4 +590,58 @@ func TestPackerKeepsEachAggregateWithinTheLimitAndEachGroupInOrder(t *testing.T)
 		}
 		last[pr.rec.shard] = at
 	}
+}
+
+// TestKPLWithoutListShardsGroupsByHashKeyAndSaysSoOnce: when ListShards is denied (an IAM policy
+// without kinesis:ListShards), aggregation still places every record exactly, packing only records
+// of the same hash key, warns once, and does not ask again.
+func TestKPLWithoutListShardsGroupsByHashKeyAndSaysSoOnce(t *testing.T) {
+	t.Parallel()
+	tg := newAggTarget(t, "kinesis-local", 4)
+	denied := newFaultClient(func(op string, _ int, req *http.Request) *http.Response {
+		if op == "ListShards" {
+			return awsErrorResponse(req, http.StatusBadRequest, "AccessDeniedException", "not allowed to list shards")
+		}
+		return nil
+	})
+	log, logs := testlog.New(t)
+	b := newBinding(t, tg.props, func(b *AWSKinesis) { b.sdkHTTPClient, b.logger = denied, log })
+
+	const n, lanes = 300, 10
+	outcomes := make([]laneOutcome, n)
+	payload := make([]map[string]string, n)
+	for i := range payload {
+		lane := i % lanes
+		outcomes[i] = laneOutcome{key: laneKey(lane), data: laneRecord("deny", lane, i/lanes)}
+		payload[i] = map[string]string{"partitionKey": outcomes[i].key, "data": base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))}
+	}
+	for range 2 {
+		body, err := json.Marshal(payload)
+		require.NoError(t, err)
+		results, _, err := bulkCreate(t.Context(), b, string(body), map[string]string{reqDataEncoding: dataEncodingBase64})
+		require.NoError(t, err)
+		for i, r := range results {
+			require.Empty(t, r.ErrorCode, i)
+			outcomes[i].md = map[string]string{respShardID: r.ShardID, respSequenceNumber: r.SequenceNumber}
+			if r.SubSequenceNumber != nil {
+				outcomes[i].md[respSubSequenceNumber] = strconv.Itoa(*r.SubSequenceNumber)
+			}
+		}
+		// Past the shard map's reload interval, so that it could ask again; then a second round of new
+		// records of the same keys.
+		time.Sleep(2 * shardMapMinInterval)
+		for i := range payload {
+			_, lane, idx, _ := parseLaneRecord(outcomes[i].data)
+			outcomes[i].data = laneRecord("deny2", lane, idx)
+			payload[i]["data"] = base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))
+		}
+	}
+
+	written, kinesisRecords := readUserRecords(t, tg.client, tg.stream)
+	require.Len(t, written, 2*n)
+	requireKeyOrder(t, written, func(w writtenRecord) string { return w.key })
+	requirePlacedAsUnaggregated(t, tg, written)
+	assert.LessOrEqual(t, kinesisRecords, 2*lanes, "one aggregate per key and round")
+	assert.Equal(t, 1, denied.count("ListShards"), "a denied ListShards is not asked again")
+	assert.Equal(t, 1, logs.Count("cannot list the shards"), logs.String())
 }
