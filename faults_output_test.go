@@ -281,7 +281,10 @@ func TestCreateThrottledUnderLoad(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		// Long enough that the binding's first DescribeStreamSummary and a throttled answer fit on a
+		// loaded machine: at 500 ms the deadline may come before any throttled answer, and the error
+		// is then the deadline's, not ErrThrottled.
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		doomed = createLanes(ctx, hopeless, "doomed", 8, 0, 1)
 	}()
