@@ -238,11 +238,14 @@ func (s *Shard) start(handlerCtx context.Context, e *entry) {
 func (s *Shard) Complete(stop context.Context, r Result) {
 	s.inFlight--
 	e := r.e
+	if r.err == nil && !r.deadLettered {
+		s.finish(e)
+		return
+	}
 	log := s.log.WithFields(recordFields(&e.userRecord, e.attempts))
 	switch {
-	case r.err == nil && r.deadLettered:
+	case r.err == nil: // the dead-letter put succeeded
 		log.Warnf("Record put on the dead-letter stream after %d deliveries: %s", e.attempts, e.dead.Reason)
-	case r.err == nil:
 	case stop.Err() != nil:
 		log.Debugf("Delivery interrupted by shutdown or a lease change, the record will be delivered again: %v", r.err)
 		return
@@ -250,11 +253,12 @@ func (s *Shard) Complete(stop context.Context, r Result) {
 		wait := s.retryLater(e)
 		log.Warnf("Dead-letter put failed, trying again in %v; the checkpoint stays before the record: %v", wait, r.err)
 		return
-	case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts && s.settings.DeadLetters != nil:
-		e.dead = s.deadLetter(e, r.err.Error())
-		s.ready.push(e.key)
-		return
 	case s.settings.MaxAttempts > 0 && e.attempts >= s.settings.MaxAttempts:
+		if s.settings.DeadLetters != nil {
+			e.dead = s.deadLetter(e, r.err.Error())
+			s.ready.push(e.key)
+			return
+		}
 		log.Errorf("Handler failed %d times, skipping the record: %v", e.attempts, r.err)
 	default:
 		wait := s.retryLater(e)
