@@ -244,22 +244,13 @@ func (p *producer) putAggregates(ctx context.Context, entries []*aggEntry) (retr
 	if len(sent) == 0 {
 		return nil
 	}
-	out, err := p.client.PutRecords(ctx, in)
-	if err == nil && len(out.Records) != len(sent) {
-		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(sent))
-	}
+	out, err := p.putRecords(ctx, in)
 	if err != nil {
-		err = requestError(ctx, err)
+		var members []*pendingRecord
 		for _, e := range sent {
-			if awserr.IsRetryable(err) { // the whole request was throttled: nothing was written
-				retry = append(retry, requeue(e.members, err)...)
-				continue
-			}
-			for _, pr := range e.members {
-				pr.answer(putResult{err: requestOutcome(err)})
-			}
+			members = append(members, e.members...)
 		}
-		return retry
+		return failRequest(members, err)
 	}
 	for i, e := range sent {
 		retry = append(retry, p.answerEntry(e, &out.Records[i])...)
@@ -270,9 +261,8 @@ func (p *producer) putAggregates(ctx context.Context, entries []*aggEntry) (retr
 // answerEntry answers an entry's members from its result, and reloads the shard map when the entry
 // landed on a shard other than the one predicted.
 func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (retry []*pendingRecord) {
-	code := aws.ToString(res.ErrorCode)
-	switch {
-	case code == "":
+	switch again, err := entryResult(res); {
+	case err == nil:
 		shardID := aws.ToString(res.ShardId)
 		if predicted := e.first().shard; predicted != "" && predicted != shardID {
 			p.logger.Debugf("kinesis binding: aggregation: a record predicted for shard %s landed on %s; reloading the shard map", predicted, shardID)
@@ -282,11 +272,11 @@ func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (r
 		for j, pr := range e.members {
 			pr.answer(putResult{shardID: shardID, sequenceNumber: aws.ToString(res.SequenceNumber), aggregated: aggregated, sub: j})
 		}
-	case retryableEntryCode(code):
-		return requeue(e.members, &recordError{code: code, message: aws.ToString(res.ErrorMessage)})
+	case again:
+		return requeue(e.members, err)
 	default:
 		for _, pr := range e.members {
-			pr.answer(putResult{err: notWritten(&recordError{code: code, message: aws.ToString(res.ErrorMessage)})})
+			pr.answer(putResult{err: err})
 		}
 	}
 	return nil
@@ -297,11 +287,7 @@ func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (r
 func requestEntry(e *aggEntry) (types.PutRecordsRequestEntry, error) {
 	first := e.first()
 	if len(e.members) == 1 {
-		entry := types.PutRecordsRequestEntry{Data: first.data, PartitionKey: aws.String(first.partitionKey)}
-		if first.explicitHashKey != "" {
-			entry.ExplicitHashKey = aws.String(first.explicitHashKey)
-		}
-		return entry, nil
+		return putRecordsEntry(first), nil
 	}
 	data, err := e.agg.Encode()
 	if err != nil {

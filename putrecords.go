@@ -215,44 +215,67 @@ func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 	if p.aggregate {
 		return p.sendAggregated(ctx, live)
 	}
-	out, err := p.client.PutRecords(ctx, putRecordsInput(p.meta.StreamName, live))
-	if err == nil && len(out.Records) != len(live) {
-		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(live))
-	}
+	out, err := p.putRecords(ctx, putRecordsInput(p.meta.StreamName, live))
 	if err != nil {
-		err = requestError(ctx, err)
-		if awserr.IsRetryable(err) { // the whole request was throttled: nothing was written
-			return requeue(live, err)
-		}
-		for _, pr := range live {
-			pr.answer(putResult{err: requestOutcome(err)})
-		}
-		return nil
+		return failRequest(live, err)
 	}
 	for i, pr := range live {
-		e := out.Records[i]
-		code := aws.ToString(e.ErrorCode)
-		switch {
-		case code == "":
+		e := &out.Records[i]
+		switch again, failure := entryResult(e); {
+		case failure == nil:
 			pr.answer(putResult{shardID: aws.ToString(e.ShardId), sequenceNumber: aws.ToString(e.SequenceNumber)})
-		case retryableEntryCode(code):
-			retry = append(retry, requeue1(pr, &recordError{code: code, message: aws.ToString(e.ErrorMessage)}))
+		case again:
+			retry = append(retry, requeue1(pr, failure))
 		default:
-			pr.answer(putResult{err: notWritten(&recordError{code: code, message: aws.ToString(e.ErrorMessage)})})
+			pr.answer(putResult{err: failure})
 		}
 	}
 	return retry
 }
 
+// putRecords makes one PutRecords request. Its error is classified (requestError); an answer whose
+// entries do not match the request's is one.
+func (p *producer) putRecords(ctx context.Context, in *kinesis.PutRecordsInput) (*kinesis.PutRecordsOutput, error) {
+	out, err := p.client.PutRecords(ctx, in)
+	if err == nil && len(out.Records) != len(in.Records) {
+		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(in.Records))
+	}
+	if err != nil {
+		return nil, requestError(ctx, err)
+	}
+	return out, nil
+}
+
+// failRequest answers the records of a request that failed as a whole: one throttled wrote nothing,
+// and its records are returned to be sent again; any other failure is each record's answer.
+func failRequest(live []*pendingRecord, err error) (retry []*pendingRecord) {
+	if awserr.IsRetryable(err) {
+		return requeue(live, err)
+	}
+	for _, pr := range live {
+		pr.answer(putResult{err: requestOutcome(err)})
+	}
+	return nil
+}
+
+// entryResult is the outcome of one PutRecords entry: a nil error when it was written; otherwise
+// the entry's error, and whether it may be sent again (it was not written).
+func entryResult(e *types.PutRecordsResultEntry) (again bool, err error) {
+	code := aws.ToString(e.ErrorCode)
+	if code == "" {
+		return false, nil
+	}
+	failure := &recordError{code: code, message: aws.ToString(e.ErrorMessage)}
+	if retryableEntryCode(code) {
+		return true, failure
+	}
+	return false, notWritten(failure)
+}
+
 func (p *producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pendingRecord {
 	out, err := p.client.PutRecord(ctx, putRecordInput(p.meta.StreamName, pr.rec))
 	if err != nil {
-		err = requestError(ctx, err)
-		if awserr.IsRetryable(err) {
-			return requeue(pr.one(), err)
-		}
-		pr.answer(putResult{err: requestOutcome(err)})
-		return nil
+		return failRequest(pr.one(), requestError(ctx, err))
 	}
 	pr.answer(putResult{shardID: aws.ToString(out.ShardId), sequenceNumber: aws.ToString(out.SequenceNumber)})
 	return nil
@@ -277,12 +300,18 @@ func requeue1(pr *pendingRecord, err error) *pendingRecord {
 func putRecordsInput(stream string, live []*pendingRecord) *kinesis.PutRecordsInput {
 	entries := make([]types.PutRecordsRequestEntry, len(live))
 	for i, pr := range live {
-		entries[i] = types.PutRecordsRequestEntry{Data: pr.rec.data, PartitionKey: aws.String(pr.rec.partitionKey)}
-		if pr.rec.explicitHashKey != "" {
-			entries[i].ExplicitHashKey = aws.String(pr.rec.explicitHashKey)
-		}
+		entries[i] = putRecordsEntry(pr.rec)
 	}
 	return &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries}
+}
+
+// putRecordsEntry is rec as an entry of a PutRecords request.
+func putRecordsEntry(rec *record) types.PutRecordsRequestEntry {
+	entry := types.PutRecordsRequestEntry{Data: rec.data, PartitionKey: aws.String(rec.partitionKey)}
+	if rec.explicitHashKey != "" {
+		entry.ExplicitHashKey = aws.String(rec.explicitHashKey)
+	}
+	return entry
 }
 
 func putRecordInput(stream string, rec *record) *kinesis.PutRecordInput {
