@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/shardlist"
 )
 
 // shardListing is the stream's shards, as ListShards gave them, with their parents.
@@ -36,26 +36,19 @@ func (s *shardListing) hasChildren(id string) bool {
 	return false
 }
 
-// listShards lists the whole stream (paginated).
+// listShards lists the whole stream.
 func listShards(ctx context.Context, api ShardLister, stream string) (*shardListing, error) {
-	l := &shardListing{at: time.Now(), parents: map[string][]string{}}
-	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
-	for {
-		out, err := api.ListShards(ctx, in)
-		if err != nil {
-			return nil, fmt.Errorf("kinesis binding error: listing the shards of %s: %w", stream, awserr.Classify(err))
-		}
-		for _, s := range out.Shards {
-			id := aws.ToString(s.ShardId)
-			l.order = append(l.order, id)
-			l.parents[id] = shardParents(s)
-		}
-		if out.NextToken == nil {
-			return l, nil
-		}
-		// With a token the stream must not be named.
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	shards, err := shardlist.All(ctx, api, stream)
+	if err != nil {
+		return nil, fmt.Errorf("kinesis binding error: listing the shards of %s: %w", stream, awserr.Classify(err))
 	}
+	l := &shardListing{at: time.Now(), parents: map[string][]string{}}
+	for _, s := range shards {
+		id := aws.ToString(s.ShardId)
+		l.order = append(l.order, id)
+		l.parents[id] = shardParents(s)
+	}
+	return l, nil
 }
 
 func shardParents(s types.Shard) []string {

@@ -20,7 +20,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/dapr-kinesis/kinesis/internal/shardlist"
 )
 
 // Key is a 128-bit hash key.
@@ -94,43 +95,32 @@ func (m *Map) Find(k Key) (Shard, bool) {
 }
 
 // Lister is the part of the Kinesis client Load uses.
-type Lister interface {
-	ListShards(ctx context.Context, in *kinesis.ListShardsInput, optFns ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
-}
+type Lister = shardlist.Lister
 
-// Load lists the stream's shards, every page, and keeps the open ones (those without an ending
-// sequence number). It filters itself rather than asking for ShardFilter, which not every server
-// implements.
+// Load lists the stream's shards and keeps the open ones (those without an ending sequence number).
+// It filters itself rather than asking for ShardFilter, which not every server implements.
 func Load(ctx context.Context, client Lister, stream string) (*Map, error) {
-	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
+	shards, err := shardlist.All(ctx, client, stream)
+	if err != nil {
+		return nil, fmt.Errorf("shardmap: listing shards of stream %q: %w", stream, err)
+	}
 	m := &Map{}
-	for {
-		out, err := client.ListShards(ctx, in)
+	for _, s := range shards {
+		if s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil {
+			continue // closed
+		}
+		if s.HashKeyRange == nil {
+			return nil, fmt.Errorf("shardmap: shard %s of stream %q has no hash key range", aws.ToString(s.ShardId), stream)
+		}
+		start, err := ParseKey(aws.ToString(s.HashKeyRange.StartingHashKey))
 		if err != nil {
-			return nil, fmt.Errorf("shardmap: listing shards of stream %q: %w", stream, err)
+			return nil, fmt.Errorf("shardmap: shard %s: %w", aws.ToString(s.ShardId), err)
 		}
-		for _, s := range out.Shards {
-			if s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil {
-				continue // closed
-			}
-			if s.HashKeyRange == nil {
-				return nil, fmt.Errorf("shardmap: shard %s of stream %q has no hash key range", aws.ToString(s.ShardId), stream)
-			}
-			start, err := ParseKey(aws.ToString(s.HashKeyRange.StartingHashKey))
-			if err != nil {
-				return nil, fmt.Errorf("shardmap: shard %s: %w", aws.ToString(s.ShardId), err)
-			}
-			end, err := ParseKey(aws.ToString(s.HashKeyRange.EndingHashKey))
-			if err != nil {
-				return nil, fmt.Errorf("shardmap: shard %s: %w", aws.ToString(s.ShardId), err)
-			}
-			m.shards = append(m.shards, Shard{ID: aws.ToString(s.ShardId), Start: start, End: end})
+		end, err := ParseKey(aws.ToString(s.HashKeyRange.EndingHashKey))
+		if err != nil {
+			return nil, fmt.Errorf("shardmap: shard %s: %w", aws.ToString(s.ShardId), err)
 		}
-		if out.NextToken == nil {
-			break
-		}
-		// A request with NextToken must not name the stream.
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+		m.shards = append(m.shards, Shard{ID: aws.ToString(s.ShardId), Start: start, End: end})
 	}
 	slices.SortFunc(m.shards, func(a, b Shard) int { return a.Start.Compare(b.Start) })
 	return m, nil
