@@ -35,12 +35,37 @@ const (
 // Aggregate is an aggregated record being built. The zero value is an empty aggregate. It keeps
 // references to the data it is given: the caller must not change that data until Encode returns.
 type Aggregate struct {
-	pkIndex  map[string]uint64
-	pks      []string
-	ehkIndex map[string]uint64
-	ehks     []string
-	recs     []userRecord
-	body     int // exact size of the protobuf body
+	pks  keyTable
+	ehks keyTable
+	recs []userRecord
+	body int // exact size of the protobuf body
+}
+
+// keyTable is one of an aggregate's key tables: each key once, named by its index.
+type keyTable struct {
+	index map[string]uint64
+	keys  []string
+}
+
+// find is key's index, or the index it would get, and whether it is in the table.
+func (t *keyTable) find(key string) (uint64, bool) {
+	if i, ok := t.index[key]; ok {
+		return i, true
+	}
+	return uint64(len(t.keys)), false
+}
+
+// intern is key's index, adding the key if it is new.
+func (t *keyTable) intern(key string) uint64 {
+	i, ok := t.find(key)
+	if !ok {
+		if t.index == nil {
+			t.index = map[string]uint64{}
+		}
+		t.index[key] = i
+		t.keys = append(t.keys, key)
+	}
+	return i
 }
 
 type userRecord struct {
@@ -66,16 +91,14 @@ func (a *Aggregate) SizeWith(partitionKey, explicitHashKey string, dataLen int) 
 // growth is how many bytes the body grows by when the record is added.
 func (a *Aggregate) growth(partitionKey, explicitHashKey string, dataLen int) int {
 	n := 0
-	pk, ok := a.pkIndex[partitionKey]
+	pk, ok := a.pks.find(partitionKey)
 	if !ok {
-		pk = uint64(len(a.pks))
 		n += fieldSize(len(partitionKey))
 	}
 	ehkSize := noEHKSize
 	if explicitHashKey != "" {
-		ehk, ok := a.ehkIndex[explicitHashKey]
+		ehk, ok := a.ehks.find(explicitHashKey)
 		if !ok {
-			ehk = uint64(len(a.ehks))
 			n += fieldSize(len(explicitHashKey))
 		}
 		ehkSize = tagLen + varintSize(ehk)
@@ -87,27 +110,9 @@ func (a *Aggregate) growth(partitionKey, explicitHashKey string, dataLen int) in
 // Add appends a user record. An empty explicitHashKey means the record has none.
 func (a *Aggregate) Add(partitionKey, explicitHashKey string, data []byte) {
 	a.body += a.growth(partitionKey, explicitHashKey, len(data))
-	if a.pkIndex == nil {
-		a.pkIndex = map[string]uint64{}
-	}
-	pk, ok := a.pkIndex[partitionKey]
-	if !ok {
-		pk = uint64(len(a.pks))
-		a.pkIndex[partitionKey] = pk
-		a.pks = append(a.pks, partitionKey)
-	}
-	r := userRecord{pk: pk, data: data}
+	r := userRecord{pk: a.pks.intern(partitionKey), data: data}
 	if explicitHashKey != "" {
-		if a.ehkIndex == nil {
-			a.ehkIndex = map[string]uint64{}
-		}
-		ehk, ok := a.ehkIndex[explicitHashKey]
-		if !ok {
-			ehk = uint64(len(a.ehks))
-			a.ehkIndex[explicitHashKey] = ehk
-			a.ehks = append(a.ehks, explicitHashKey)
-		}
-		r.ehk, r.hasEHK = ehk, true
+		r.ehk, r.hasEHK = a.ehks.intern(explicitHashKey), true
 	}
 	a.recs = append(a.recs, r)
 }
@@ -121,8 +126,8 @@ func (a *Aggregate) Encode() ([]byte, error) {
 		return nil, errEmpty
 	}
 	msg := &records.AggregatedRecord{
-		PartitionKeyTable:    a.pks,
-		ExplicitHashKeyTable: a.ehks,
+		PartitionKeyTable:    a.pks.keys,
+		ExplicitHashKeyTable: a.ehks.keys,
 		Records:              make([]*records.Record, len(a.recs)),
 	}
 	for i := range a.recs {
