@@ -291,6 +291,33 @@ func (k *keyedRecorder) keyOf(data string) string {
 	return k.keys[data]
 }
 
+// bulkLanes writes n records with one bulkCreate, entry i being record i/lanes of lane i%lanes, and
+// returns each entry's outcome as its result gave it; every entry must succeed.
+func bulkLanes(t *testing.T, b *AWSKinesis, prefix string, n, lanes int) []laneOutcome {
+	t.Helper()
+	payload := make([]map[string]string, n)
+	outcomes := make([]laneOutcome, n)
+	for i := range payload {
+		lane := i % lanes
+		outcomes[i] = laneOutcome{key: laneKey(lane), data: laneRecord(prefix, lane, i/lanes)}
+		payload[i] = map[string]string{"partitionKey": outcomes[i].key, "data": base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))}
+	}
+	body, err := json.Marshal(payload)
+	require.NoError(t, err)
+	results, resp, err := bulkCreate(t.Context(), b, string(body), map[string]string{reqDataEncoding: dataEncodingBase64})
+	require.NoError(t, err)
+	assert.Equal(t, "0", resp.Metadata[respFailedCount])
+	require.Len(t, results, n)
+	for i, r := range results {
+		require.Empty(t, r.ErrorCode, i)
+		outcomes[i].md = map[string]string{respShardID: r.ShardID, respSequenceNumber: r.SequenceNumber}
+		if r.SubSequenceNumber != nil {
+			outcomes[i].md[respSubSequenceNumber] = strconv.Itoa(*r.SubSequenceNumber)
+		}
+	}
+	return outcomes
+}
+
 func TestKPLBulkCreateAnswersEachEntryWithItsPlaceInTheAggregate(t *testing.T) {
 	t.Parallel()
 	for _, server := range []string{"kinesis-local", "kinesalite"} {
@@ -300,27 +327,8 @@ func TestKPLBulkCreateAnswersEachEntryWithItsPlaceInTheAggregate(t *testing.T) {
 			spy := newPutSpy()
 			b := newBinding(t, tg.props, spy.install)
 
-			const n, lanes = 600, 30 // more than one request of plain records
-			payload := make([]map[string]string, n)
-			outcomes := make([]laneOutcome, n)
-			for i := range payload {
-				lane := i % lanes
-				outcomes[i] = laneOutcome{key: laneKey(lane), data: laneRecord("bulk", lane, i/lanes)}
-				payload[i] = map[string]string{"partitionKey": outcomes[i].key, "data": base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))}
-			}
-			body, err := json.Marshal(payload)
-			require.NoError(t, err)
-			results, resp, err := bulkCreate(t.Context(), b, string(body), map[string]string{reqDataEncoding: dataEncodingBase64})
-			require.NoError(t, err)
-			assert.Equal(t, "0", resp.Metadata[respFailedCount])
-			require.Len(t, results, n)
-			for i, r := range results {
-				require.Empty(t, r.ErrorCode, i)
-				outcomes[i].md = map[string]string{respShardID: r.ShardID, respSequenceNumber: r.SequenceNumber}
-				if r.SubSequenceNumber != nil {
-					outcomes[i].md[respSubSequenceNumber] = strconv.Itoa(*r.SubSequenceNumber)
-				}
-			}
+			const n = 600 // more than one request of plain records
+			outcomes := bulkLanes(t, b, "bulk", n, 30)
 
 			written, kinesisRecords := readUserRecords(t, tg.client, tg.stream)
 			requireWrittenOnceInOrder(t, written, outcomes)
@@ -608,38 +616,15 @@ func TestKPLWithoutListShardsGroupsByHashKeyAndSaysSoOnce(t *testing.T) {
 	b := newBinding(t, tg.props, func(b *AWSKinesis) { b.sdkHTTPClient, b.logger = denied, log })
 
 	const n, lanes = 300, 10
-	outcomes := make([]laneOutcome, n)
-	payload := make([]map[string]string, n)
-	for i := range payload {
-		lane := i % lanes
-		outcomes[i] = laneOutcome{key: laneKey(lane), data: laneRecord("deny", lane, i/lanes)}
-		payload[i] = map[string]string{"partitionKey": outcomes[i].key, "data": base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))}
-	}
-	for range 2 {
-		body, err := json.Marshal(payload)
-		require.NoError(t, err)
-		results, _, err := bulkCreate(t.Context(), b, string(body), map[string]string{reqDataEncoding: dataEncodingBase64})
-		require.NoError(t, err)
-		for i, r := range results {
-			require.Empty(t, r.ErrorCode, i)
-			outcomes[i].md = map[string]string{respShardID: r.ShardID, respSequenceNumber: r.SequenceNumber}
-			if r.SubSequenceNumber != nil {
-				outcomes[i].md[respSubSequenceNumber] = strconv.Itoa(*r.SubSequenceNumber)
-			}
-		}
-		// Past the shard map's reload interval, so that it could ask again; then a second round of new
-		// records of the same keys.
-		time.Sleep(2 * shardMapMinInterval)
-		for i := range payload {
-			_, lane, idx, _ := parseLaneRecord(outcomes[i].data)
-			outcomes[i].data = laneRecord("deny2", lane, idx)
-			payload[i]["data"] = base64.StdEncoding.EncodeToString([]byte(outcomes[i].data))
-		}
-	}
+	outcomes := bulkLanes(t, b, "deny", n, lanes)
+	// Past the shard map's reload interval, so that it could ask again; then a second round of new
+	// records of the same keys.
+	time.Sleep(2 * shardMapMinInterval)
+	outcomes = append(outcomes, bulkLanes(t, b, "deny2", n, lanes)...)
 
 	written, kinesisRecords := readUserRecords(t, tg.client, tg.stream)
 	require.Len(t, written, 2*n)
-	requireKeyOrder(t, written, func(w writtenRecord) string { return w.key })
+	requireWrittenOnceInOrder(t, written, outcomes)
 	requirePlacedAsUnaggregated(t, tg, written)
 	assert.LessOrEqual(t, kinesisRecords, 2*lanes, "one aggregate per key and round")
 	assert.Equal(t, 1, denied.count("ListShards"), "a denied ListShards is not asked again")

@@ -110,29 +110,17 @@ type deadLetter struct {
 // readDeadLetters reads every record of a one-shard dead-letter stream; it returns errors instead
 // of failing the test so that it can run inside require.Eventually.
 func readDeadLetters(ctx context.Context, client *kinesis.Client, stream string) ([]deadLetter, error) {
-	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
-		StreamName: aws.String(stream), ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
-	})
+	recs, err := readShardRecords(ctx, client, stream, "shardId-000000000000")
 	if err != nil {
-		return nil, fmt.Errorf("dead-letter iterator: %w", err)
+		return nil, err
 	}
-	var out []deadLetter
-	for iter := it.ShardIterator; iter != nil; {
-		res, err := client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter})
-		if err != nil {
-			return nil, fmt.Errorf("dead-letter records: %w", err)
+	out := make([]deadLetter, 0, len(recs))
+	for _, rec := range recs {
+		d := deadLetter{partitionKey: aws.ToString(rec.PartitionKey)}
+		if err := json.Unmarshal(rec.Data, &d.fields); err != nil {
+			return nil, fmt.Errorf("dead letter %q is not JSON: %w", rec.Data, err)
 		}
-		for _, rec := range res.Records {
-			d := deadLetter{partitionKey: aws.ToString(rec.PartitionKey)}
-			if err := json.Unmarshal(rec.Data, &d.fields); err != nil {
-				return nil, fmt.Errorf("dead letter %q is not JSON: %w", rec.Data, err)
-			}
-			out = append(out, d)
-		}
-		if len(res.Records) == 0 {
-			break
-		}
-		iter = res.NextShardIterator
+		out = append(out, d)
 	}
 	return out, nil
 }
@@ -175,6 +163,17 @@ func sourceRecords(t *testing.T, client *kinesis.Client, stream string) map[stri
 		}
 	}
 	return out
+}
+
+// waitCheckpointsAtTheEnd waits until every shard's checkpoint in the lease table is its last record:
+// nothing given up on was left behind the watermark.
+func waitCheckpointsAtTheEnd(t *testing.T, client *kinesis.Client, stream, table string, timeout time.Duration) {
+	t.Helper()
+	last := lastSeqs(t, client, stream)
+	require.Eventually(t, func() bool {
+		_, cps := shLeases(t, table)
+		return maps.Equal(cps, last)
+	}, timeout, 50*time.Millisecond, "the checkpoint of every shard reaches its last record")
 }
 
 func without(all []string, drop ...string) []string {
@@ -245,11 +244,7 @@ func TestDeadLettersKeepTheRecordsThatKeepFailing(t *testing.T) {
 			h.mu.Unlock()
 			assert.Positive(t, others, "other keys of the shard go on while the poisoned record waits for its retries")
 
-			last := lastSeqs(t, client, stream)
-			require.Eventually(t, func() bool {
-				_, cps := shLeases(t, props["consumerName"])
-				return maps.Equal(cps, last)
-			}, 10*time.Second, 50*time.Millisecond, "the checkpoint passes the dead-lettered records")
+			waitCheckpointsAtTheEnd(t, client, stream, props["consumerName"], 10*time.Second)
 		})
 	}
 }
@@ -314,11 +309,7 @@ func TestDeadLetterStreamRefusingPutsHoldsTheRecordUntilItIsBack(t *testing.T) {
 	assert.Equal(t, poison, letters[0].data(t))
 	assert.InDelta(t, 1, letters[0].fields["attempts"], 0)
 	require.Eventually(t, func() bool { return len(missingFrom(laterOfItsKey, h.succeeded())) == 0 }, 30*time.Second, 20*time.Millisecond)
-	last := lastSeqs(t, client, stream)
-	require.Eventually(t, func() bool {
-		_, cps := shLeases(t, props["consumerName"])
-		return maps.Equal(cps, last)
-	}, 10*time.Second, 50*time.Millisecond)
+	waitCheckpointsAtTheEnd(t, client, stream, props["consumerName"], 10*time.Second)
 	assert.Len(t, h.callsOf(poison), 1, "the handler is not called again while the put is retried")
 }
 
@@ -399,11 +390,7 @@ func TestMaxRecordAgeSkipsOrDeadLettersOldRecords(t *testing.T) {
 				assert.Zero(t, rec.count[d], "%s is never delivered", d)
 			}
 			rec.mu.Unlock()
-			last := lastSeqs(t, client, stream)
-			require.Eventually(t, func() bool {
-				_, cps := shLeases(t, props["consumerName"])
-				return maps.Equal(cps, last)
-			}, 10*time.Second, 50*time.Millisecond)
+			waitCheckpointsAtTheEnd(t, client, stream, props["consumerName"], 10*time.Second)
 		})
 	}
 }
@@ -456,9 +443,5 @@ func TestDeadLetterThenCrashGivesADuplicateNeverALoss(t *testing.T) {
 		assert.Equal(t, poisonSeq, d.fields["sequenceNumber"])
 	}
 	checkNoneLost(t, sent, append(first.succeeded(), again.succeeded()...))
-	last := lastSeqs(t, client, stream)
-	require.Eventually(t, func() bool {
-		_, cps := shLeases(t, props["consumerName"])
-		return maps.Equal(cps, last)
-	}, 20*time.Second, 50*time.Millisecond)
+	waitCheckpointsAtTheEnd(t, client, stream, props["consumerName"], 20*time.Second)
 }

@@ -3,6 +3,7 @@ package kinesis
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -55,23 +56,34 @@ func create(ctx context.Context, b *AWSKinesis, data []byte, md map[string]strin
 // readShard returns every record on a shard, from its start.
 func readShard(t testing.TB, client *kinesis.Client, stream, shardID string) []types.Record {
 	t.Helper()
-	ctx := t.Context()
+	recs, err := readShardRecords(t.Context(), client, stream, shardID)
+	require.NoError(t, err)
+	return recs
+}
+
+// readShardRecords reads a shard from its start to its latest record; it returns errors rather than
+// failing a test, for use inside require.Eventually.
+func readShardRecords(ctx context.Context, client *kinesis.Client, stream, shardID string) ([]types.Record, error) {
 	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
 		StreamName: aws.String(stream), ShardId: aws.String(shardID), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
 	})
-	require.NoError(t, err)
+	if err != nil {
+		return nil, fmt.Errorf("shard iterator of %s: %w", shardID, err)
+	}
 	var out []types.Record
 	iter := it.ShardIterator
 	for iter != nil {
 		res, err := client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter})
-		require.NoError(t, err)
+		if err != nil {
+			return nil, fmt.Errorf("records of %s: %w", shardID, err)
+		}
 		out = append(out, res.Records...)
 		if len(res.Records) == 0 {
 			break
 		}
 		iter = res.NextShardIterator
 	}
-	return out
+	return out, nil
 }
 
 // streamRecords returns every record on every shard of the stream.
