@@ -24,6 +24,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/kpl"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/testlog"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -351,7 +352,7 @@ func TestKPLCloseFlushesOpenAggregates(t *testing.T) {
 
 	done := make(chan []laneOutcome, 1)
 	go func() { done <- produceLanes(ctx, b, "close", 30, 1) }()
-	require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 31 }, 10*time.Second, time.Millisecond,
+	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 31 }, 10*time.Second, time.Millisecond,
 		"30 records wait in the open batch")
 
 	spy.drainArrived()
@@ -417,7 +418,7 @@ func TestKPLReshardWhileProducingLosesNothingAndPlacesOnTheNewShards(t *testing.
 			stop := make(chan struct{})
 			produced := make(chan []laneOutcome, 1)
 			go func() { produced <- produceUntil(ctx, b, "during", 16, stop) }()
-			require.Eventually(t, func() bool {
+			testwait.Eventually(t, func() bool {
 				m := b.producer.shards.Current()
 				return m != nil && m.Len() == 2
 			}, 30*time.Second, 5*time.Millisecond, "producing on two shards")
@@ -438,7 +439,7 @@ func TestKPLReshardWhileProducingLosesNothingAndPlacesOnTheNewShards(t *testing.
 			}
 			waitStreamActive(t, tg.client, tg.stream)
 			// Puts that land on the new shards tell the producer that its map is out of date.
-			require.Eventually(t, func() bool {
+			testwait.Eventually(t, func() bool {
 				m := b.producer.shards.Current()
 				return m != nil && m.Len() == want
 			}, 30*time.Second, 5*time.Millisecond, "the producer reloads its shard map")
@@ -537,7 +538,7 @@ func TestKPLAnAggregateEntryFailureAnswersEveryRecordInIt(t *testing.T) {
 			release := spy.blockWith(t, b)
 			done := make(chan []laneOutcome, 1)
 			go func() { done <- produceLanes(ctx, b, "fail", 20, 1) }()
-			require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 21 }, 10*time.Second, time.Millisecond)
+			testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 21 }, 10*time.Second, time.Millisecond)
 			release() // the 20 go out together, in one aggregate
 			outcomes := <-done
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/kit/logger"
@@ -34,7 +35,7 @@ func TestBatchGoesOutAtFiveHundredEntries(t *testing.T) {
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(ctx, b, keys("entry", maxBatchRecords+1), dataFor) }()
 	// 500 are answered by the full request; one waits with the blocker's caller.
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		return len(spy.sent("PutRecords")) == 2 && b.producer.batcher.waiting.Load() == 2
 	}, 20*time.Second, 10*time.Millisecond)
 	release() // the server is idle: the last record goes at once
@@ -94,7 +95,7 @@ func TestBatchGoesOutAtFiveMiBIncludingPartitionKeys(t *testing.T) {
 		})
 	}()
 	// The six cannot share a request: the first goes when the record that does not fit arrives.
-	require.Eventually(t, func() bool { return len(spy2.sent("PutRecords")) == 2 }, 20*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(spy2.sent("PutRecords")) == 2 }, 20*time.Second, 5*time.Millisecond)
 	release2() // the rest goes once the server is idle
 	results2 := <-done
 

@@ -24,6 +24,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/position"
 	"github.com/dapr-kinesis/kinesis/internal/testlog"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -103,7 +104,7 @@ func (k *keyOrder) deliveries() []string {
 
 func (k *keyOrder) waitFor(t *testing.T, sent []string, timeout time.Duration) {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(missingFrom(sent, k.deliveries())) == 0 }, timeout, 50*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(missingFrom(sent, k.deliveries())) == 0 }, timeout, 50*time.Millisecond,
 		"records not delivered")
 }
 
@@ -176,7 +177,7 @@ func TestConcurrentKeysKeepTheirOrderThroughFailuresAndLoseNothing(t *testing.T)
 			}
 			h.mu.Unlock()
 			last := lastSeqs(t, client, stream)
-			require.Eventually(t, func() bool {
+			testwait.Eventually(t, func() bool {
 				_, cps := shLeases(t, props["consumerName"])
 				for shard, seq := range last {
 					if cps[shard] != seq {
@@ -278,7 +279,7 @@ func TestConcurrentCloseLetsTheCallsInFlightFinishAndCheckpointsThem(t *testing.
 	sent, err := putLanes(t.Context(), client, stream, "c", 20, 0, 5)
 	require.NoError(t, err)
 	shard := "shardId-000000000000"
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		return len(h.delivered) >= 8 && h.inFlight[shard] == 8
@@ -357,7 +358,7 @@ func TestConcurrentLagIsLoggedOnceAndSoIsCatchingUp(t *testing.T) {
 	require.NoError(t, b.Read(t.Context(), rec.handle))
 	waitGets := func(n int64) {
 		from := fake.gets.Load()
-		require.Eventually(t, func() bool { return fake.gets.Load() >= from+n }, 20*time.Second, 20*time.Millisecond)
+		testwait.Eventually(t, func() bool { return fake.gets.Load() >= from+n }, 20*time.Second, 20*time.Millisecond)
 	}
 	waitGets(5)
 	assert.Equal(t, 1, buf.Count("behind its latest record, more than lagWarningThreshold"), "one warning, not one per read")
@@ -443,7 +444,7 @@ func TestConcurrentHandoffLetsTheCallsInFlightFinishAndHandsOverTheWatermark(t *
 	watch := newHandoffWatch(newKeyOrder(time.Second, nil))
 
 	shStart(t, props("r1"), watch.handler("r1"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		watch.mu.Lock()
 		defer watch.mu.Unlock()
 		busy := 0
@@ -456,7 +457,7 @@ func TestConcurrentHandoffLetsTheCallsInFlightFinishAndHandsOverTheWatermark(t *
 	}, 30*time.Second, 5*time.Millisecond, "r1 runs calls concurrently on both shards")
 
 	shStart(t, props("r2"), watch.handler("r2"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		c := ownedBy(shOwners(t, consumer))
 		return c["r1"] == 1 && c["r2"] == 1 && shClaims(t, consumer) == 0
 	}, 20*time.Second, 50*time.Millisecond, "the joiner gets its share by handoff")

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/position"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -102,7 +103,7 @@ func (c *child) logged(s string) bool {
 
 func (c *child) waitLine(t *testing.T, kind string, timeout time.Duration) {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(c.protocol(kind)) > 0 }, timeout, 20*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(c.protocol(kind)) > 0 }, timeout, 20*time.Millisecond,
 		"%s never said %s", c.name, kind)
 }
 
@@ -157,7 +158,7 @@ func consumerKilledMidStream(t *testing.T, mode consumerMode) {
 	a.waitLine(t, "READY", firstDeliveryTimeout)
 	sent, err := putLanes(t.Context(), client, stream, "c", faultLanes, 0, 10)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(missingFrom(sent, a.protocol("R"))) == 0 },
+	testwait.Eventually(t, func() bool { return len(missingFrom(sent, a.protocol("R"))) == 0 },
 		firstDeliveryTimeout, 50*time.Millisecond, "A should read the first records")
 
 	b := startChild(t, "consumer B", "consumer", props)
@@ -173,7 +174,7 @@ func consumerKilledMidStream(t *testing.T, mode consumerMode) {
 	require.NoError(t, err)
 	sent = append(sent, more...)
 
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		return len(missingFrom(sent, append(a.protocol("R"), b.protocol("R")...))) == 0
 	}, recoveryTimeout, 100*time.Millisecond, "A's shards should be taken over by B")
 	require.NoError(t, b.stop(30*time.Second), "B closes cleanly")
@@ -205,7 +206,7 @@ func TestProducerKilledWhileCallersWait(t *testing.T) {
 
 			p := startChild(t, "producer", "producer", props, crashPrefixEnv+"=p", crashCallersEnv+"=16")
 			p.waitLine(t, "READY", 30*time.Second)
-			require.Eventually(t, func() bool { return len(p.protocol("OK")) >= 150 }, 60*time.Second, 10*time.Millisecond)
+			testwait.Eventually(t, func() bool { return len(p.protocol("OK")) >= 150 }, 60*time.Second, 10*time.Millisecond)
 			inFlight := proxy.Stats().Active
 			p.kill()
 
@@ -268,7 +269,7 @@ func TestConcurrentConsumerKilledRedeliversOnlyAfterTheWatermark(t *testing.T) {
 	sent, err := putLanes(t.Context(), client, stream, "w", 20, 0, 200)
 	require.NoError(t, err)
 	// Killed mid-stream once both shards have a checkpoint: the watermark is then worth checking.
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, props["consumerName"])
 		return len(cps) == 2 && cps["shardId-000000000000"] != "" && cps["shardId-000000000001"] != ""
 	}, firstDeliveryTimeout, 5*time.Millisecond)
@@ -309,7 +310,7 @@ func TestConcurrentConsumerKilledRedeliversOnlyAfterTheWatermark(t *testing.T) {
 		byB = append(byB, string(r.Data))
 		return nil, nil
 	}))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(missingFrom(sent, append(append([]string(nil), deliveries...), byB...))) == 0

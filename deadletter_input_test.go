@@ -23,6 +23,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/position"
 	"github.com/dapr-kinesis/kinesis/internal/testlog"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -108,7 +109,7 @@ type deadLetter struct {
 }
 
 // readDeadLetters reads every record of a one-shard dead-letter stream; it returns errors instead
-// of failing the test so that it can run inside require.Eventually.
+// of failing the test, so that a caller polling for the letters can retry a read that failed.
 func readDeadLetters(ctx context.Context, client *kinesis.Client, stream string) ([]deadLetter, error) {
 	recs, err := readShardRecords(ctx, client, stream, "shardId-000000000000")
 	if err != nil {
@@ -128,7 +129,7 @@ func readDeadLetters(ctx context.Context, client *kinesis.Client, stream string)
 func waitDeadLetters(t *testing.T, client *kinesis.Client, stream string, n int, timeout time.Duration) []deadLetter {
 	t.Helper()
 	var got []deadLetter
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		var err error
 		got, err = readDeadLetters(t.Context(), client, stream)
 		return err == nil && len(got) >= n
@@ -170,7 +171,7 @@ func sourceRecords(t *testing.T, client *kinesis.Client, stream string) map[stri
 func waitCheckpointsAtTheEnd(t *testing.T, client *kinesis.Client, stream, table string, timeout time.Duration) {
 	t.Helper()
 	last := lastSeqs(t, client, stream)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, table)
 		return maps.Equal(cps, last)
 	}, timeout, 50*time.Millisecond, "the checkpoint of every shard reaches its last record")
@@ -201,7 +202,7 @@ func TestDeadLettersKeepTheRecordsThatKeepFailing(t *testing.T) {
 
 			letters := waitDeadLetters(t, client, dl, 2, 60*time.Second)
 			want := without(sent, poison...)
-			require.Eventually(t, func() bool { return len(missingFrom(want, h.succeeded())) == 0 }, 60*time.Second, 50*time.Millisecond)
+			testwait.Eventually(t, func() bool { return len(missingFrom(want, h.succeeded())) == 0 }, 60*time.Second, 50*time.Millisecond)
 
 			source := sourceRecords(t, client, stream)
 			require.Len(t, letters, 2, "one dead letter per poisoned record")
@@ -270,7 +271,7 @@ func TestDeadLetterStreamRefusingPutsHoldsTheRecordUntilItIsBack(t *testing.T) {
 	require.NoError(t, b.Read(t.Context(), h.handle))
 	_, err := client.DeleteStream(t.Context(), &kinesis.DeleteStreamInput{StreamName: aws.String(dl)})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, describeErr := client.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(dl)})
 		var gone *types.ResourceNotFoundException
 		return errors.As(describeErr, &gone)
@@ -292,7 +293,7 @@ func TestDeadLetterStreamRefusingPutsHoldsTheRecordUntilItIsBack(t *testing.T) {
 			others = append(others, d)
 		}
 	}
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		return len(missingFrom(others, h.succeeded())) == 0 && logs.Count("Dead-letter put failed") >= 3
 	}, 30*time.Second, 20*time.Millisecond, "the other keys go on while the dead-letter put is retried")
 	for range 5 {
@@ -304,11 +305,11 @@ func TestDeadLetterStreamRefusingPutsHoldsTheRecordUntilItIsBack(t *testing.T) {
 	assert.Empty(t, slices.DeleteFunc(h.succeeded(), func(d string) bool { return !slices.Contains(laterOfItsKey, d) }),
 		"the key's later records wait")
 
-	require.Eventually(t, func() bool { return srv.CreateStream(t.Context(), client, dl, 1) == nil }, 20*time.Second, 200*time.Millisecond)
+	testwait.Eventually(t, func() bool { return srv.CreateStream(t.Context(), client, dl, 1) == nil }, 20*time.Second, 200*time.Millisecond)
 	letters := waitDeadLetters(t, client, dl, 1, 30*time.Second)
 	assert.Equal(t, poison, letters[0].data(t))
 	assert.InDelta(t, 1, letters[0].fields["attempts"], 0)
-	require.Eventually(t, func() bool { return len(missingFrom(laterOfItsKey, h.succeeded())) == 0 }, 30*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(missingFrom(laterOfItsKey, h.succeeded())) == 0 }, 30*time.Second, 20*time.Millisecond)
 	waitCheckpointsAtTheEnd(t, client, stream, props["consumerName"], 10*time.Second)
 	assert.Len(t, h.callsOf(poison), 1, "the handler is not called again while the put is retried")
 }
@@ -370,7 +371,7 @@ func TestMaxRecordAgeSkipsOrDeadLettersOldRecords(t *testing.T) {
 				}
 				assert.ElementsMatch(t, old, got)
 			} else {
-				require.Eventually(t, func() bool {
+				testwait.Eventually(t, func() bool {
 					return logs.Count("Skipping the record: record older than maxRecordAge (3s)") == len(old)
 				}, 30*time.Second, 20*time.Millisecond, logs.String())
 				for _, line := range strings.Split(logs.String(), "\n") {

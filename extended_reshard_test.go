@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // Resharding in extended mode. kinesis-local never signals the end of a closed shard over fan-out
@@ -200,7 +201,7 @@ func TestExtendedResharding(t *testing.T) {
 
 func waitStreamActive(t testing.TB, client *kinesis.Client, stream string) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		out, err := client.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
 		return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
 	}, 10*time.Second, 20*time.Millisecond)

@@ -22,6 +22,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/testlog"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
@@ -109,7 +110,7 @@ func TestExtendedDeliversThroughFanOutWithReadMetadata(t *testing.T) {
 		puts[data] = put{aws.ToString(out.ShardId), aws.ToString(out.SequenceNumber)}
 		want = append(want, data)
 	}
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
+	testwait.EventuallyWithT(t, func(c *testwait.Collect) {
 		mu.Lock()
 		defer mu.Unlock()
 		assert.Len(c, got, len(want))
@@ -154,7 +155,7 @@ func TestExtendedReconnectMidStreamDeliversEveryRecordOnce(t *testing.T) {
 	require.NoError(t, b.Read(t.Context(), rec.handle))
 	client := localaws.Get(t).KinesisClient()
 
-	require.Eventually(t, func() bool { return fix.openSubscriptions() == 2 }, extendedTimeout, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return fix.openSubscriptions() == 2 }, extendedTimeout, 5*time.Millisecond)
 	cuts := fix.dropSubscriptions()
 	sent, err := putLanes(t.Context(), client, stream, "r", faultLanes, 0, 10)
 	require.NoError(t, err)
@@ -164,7 +165,7 @@ func TestExtendedReconnectMidStreamDeliversEveryRecordOnce(t *testing.T) {
 		batch, err := putLanes(t.Context(), client, stream, "r", faultLanes, 10+20*round, 20+20*round)
 		require.NoError(t, err)
 		sent = append(sent, batch...)
-		require.Eventually(t, func() bool { return fix.openSubscriptions() > 0 }, extendedTimeout, 10*time.Millisecond)
+		testwait.Eventually(t, func() bool { return fix.openSubscriptions() > 0 }, extendedTimeout, 10*time.Millisecond)
 		time.Sleep(500 * time.Millisecond) // mid-subscription, between kinesis-local's events
 		cuts += fix.dropSubscriptions()
 		batch, err = putLanes(t.Context(), client, stream, "r", faultLanes, 20+20*round, 30+20*round)
@@ -262,7 +263,7 @@ func TestExtendedCloseEndsSubscriptionsAtOnceAndCanDeregister(t *testing.T) {
 			b, fix := newExtendedBinding(t, props)
 			rec := newRecorder()
 			require.NoError(t, b.Read(t.Context(), rec.handle))
-			require.Eventually(t, func() bool { return fix.openSubscriptions() == 2 }, extendedTimeout, 10*time.Millisecond)
+			testwait.Eventually(t, func() bool { return fix.openSubscriptions() == 2 }, extendedTimeout, 10*time.Millisecond)
 
 			began := time.Now()
 			require.NoError(t, b.Close())
@@ -327,13 +328,13 @@ func TestExtendedReplicasSplitTheShardsAndTakeOverAKilledOne(t *testing.T) {
 		}
 	})
 
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		return a.fix.openSubscriptions() == 2 && bb.fix.openSubscriptions() == 2
 	}, 20*time.Second, 50*time.Millisecond, "two shards each")
 
 	sent, err := putLanes(t.Context(), client, stream, "r", 8, 0, 5)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(missingFromBoth(sent, a.rec, bb.rec)) == 0 }, extendedTimeout, 50*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(missingFromBoth(sent, a.rec, bb.rec)) == 0 }, extendedTimeout, 50*time.Millisecond)
 	assert.NotEmpty(t, a.rec.deliveries())
 	assert.NotEmpty(t, bb.rec.deliveries())
 	checkNoneLost(t, sent, append(a.rec.deliveries(), bb.rec.deliveries()...))
@@ -344,7 +345,7 @@ func TestExtendedReplicasSplitTheShardsAndTakeOverAKilledOne(t *testing.T) {
 	require.NoError(t, err)
 	bb.rec.waitFor(t, more, extendedTimeout)
 	t.Logf("the survivor delivered the dead replica's records %v after the kill (lease 3 s)", time.Since(killed).Round(100*time.Millisecond))
-	assert.Eventually(t, func() bool { return bb.fix.openSubscriptions() == 4 }, extendedTimeout, 50*time.Millisecond,
+	testwait.Eventually(t, func() bool { return bb.fix.openSubscriptions() == 4 }, extendedTimeout, 50*time.Millisecond,
 		"the survivor subscribes to every shard")
 	checkNoneLost(t, append(sent, more...), append(a.rec.deliveries(), bb.rec.deliveries()...))
 }

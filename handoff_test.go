@@ -13,6 +13,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // TestSharedPlannedJoinAndCloseDeliverNothingTwice: a replica joining a running one gets its share
@@ -32,17 +33,17 @@ func TestSharedPlannedJoinAndCloseDeliverNothingTwice(t *testing.T) {
 	stopPuts := shPutLoop(t, client, stream, keys, "h")
 
 	shStart(t, props("h1"), rec.handler("h1"))
-	require.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["h1"] == 4 }, 10*time.Second, 50*time.Millisecond)
+	testwait.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["h1"] == 4 }, 10*time.Second, 50*time.Millisecond)
 	time.Sleep(time.Second)
 
 	joined := time.Now()
 	h2 := shStart(t, props("h2"), rec.handler("h2"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		c := ownedBy(shOwners(t, consumer))
 		return c["h1"] == 2 && c["h2"] == 2 && shClaims(t, consumer) == 0
 	}, 10*time.Second, 50*time.Millisecond, "the joiner gets its share by handoff")
 	t.Logf("shares fair %v after the second replica's Read", time.Since(joined).Round(time.Millisecond))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		for _, c := range rec.snapshot() {
 			if c.worker == "h2" {
 				return true
@@ -53,7 +54,7 @@ func TestSharedPlannedJoinAndCloseDeliverNothingTwice(t *testing.T) {
 	time.Sleep(time.Second)
 
 	require.NoError(t, h2.Close())
-	require.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["h1"] == 4 }, 10*time.Second, 50*time.Millisecond)
+	testwait.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["h1"] == 4 }, 10*time.Second, 50*time.Millisecond)
 	time.Sleep(time.Second)
 
 	all := dataOf(stopPuts())
@@ -83,7 +84,7 @@ func TestSharedLostLeaseStopsDeliveryAtOnce(t *testing.T) {
 	shStart(t, shProps(t, stream, consumer, "workerID", "owner", "leaseDuration", lease.String()), rec.handler("owner"))
 	before := shPutOn(t, client, stream, "0", "before")
 	rec.waitDelivered(t, dataOf(before), 20*time.Second)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, consumer)
 		return cps[before[0].shardID] == before[0].seq
 	}, 10*time.Second, 50*time.Millisecond)
@@ -137,18 +138,18 @@ func TestSharedReplicasWithClocksApartKeepTheirLeases(t *testing.T) {
 	shStart(t, props("behind"), rec.handler("behind"), skewed(-30*time.Second))
 
 	var settled map[string]string
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		settled = shOwners(t, consumer)
 		c := ownedBy(settled)
 		return c["ahead"] == 2 && c["behind"] == 2 && shClaims(t, consumer) == 0
 	}, 15*time.Second, 50*time.Millisecond, "the replicas share the shards")
-	assert.Never(t, func() bool {
+	testwait.Never(t, func() bool {
 		return !maps.Equal(shOwners(t, consumer), settled)
 	}, 4*lease, 100*time.Millisecond, "no live lease changes hands over several lease durations")
 
 	network.kill()
 	died := time.Now()
-	require.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["behind"] == 4 }, lease+3*time.Second, 50*time.Millisecond,
+	testwait.Eventually(t, func() bool { return ownedBy(shOwners(t, consumer))["behind"] == 4 }, lease+3*time.Second, 50*time.Millisecond,
 		"the dead replica's shards are taken after the lease, though their timeouts lie a minute ahead by the taker's clock")
 	t.Logf("taken over %v after the replica died (lease %v)", time.Since(died).Round(time.Millisecond), lease)
 }

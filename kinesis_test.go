@@ -62,7 +62,7 @@ func readShard(t testing.TB, client *kinesis.Client, stream, shardID string) []t
 }
 
 // readShardRecords reads a shard from its start to its latest record; it returns errors rather than
-// failing a test, for use inside require.Eventually.
+// failing a test, for callers that report a failure their own way.
 func readShardRecords(ctx context.Context, client *kinesis.Client, stream, shardID string) ([]types.Record, error) {
 	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
 		StreamName: aws.String(stream), ShardId: aws.String(shardID), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,

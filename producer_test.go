@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
 
@@ -186,7 +187,7 @@ func TestCreateNonRetryableEntryErrorGoesToItsOwnCallerOnly(t *testing.T) {
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(t.Context(), b, append(keys("good", 30), "bad-0000"), dataFor) }()
-	require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 32 }, 10*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 32 }, 10*time.Second, 5*time.Millisecond)
 	release() // the server is idle again: the batch of 31 goes at once
 	results := <-done
 
@@ -262,7 +263,7 @@ func TestCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 		release := spy.blockWith(t, b)
 		spy.holdOnly = "" // from now on every request hangs until release
 		waitingCallers := func(n int64) {
-			require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == n },
+			testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == n },
 				10*time.Second, 5*time.Millisecond)
 		}
 
@@ -312,7 +313,7 @@ func TestCloseFlushesBufferedRecordsAndAnswersEveryCaller(t *testing.T) {
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(context.Background(), b, keys("waiting", 25), dataFor) }()
-	require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 26 },
+	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 26 },
 		5*time.Second, 5*time.Millisecond)
 
 	closed := make(chan error)
@@ -339,7 +340,7 @@ func TestCloseEndsRequestsStuckPastTheGracePeriod(t *testing.T) {
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(context.Background(), b, keys("stuck", 5), dataFor) }()
-	require.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 5 }, 5*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 5 }, 5*time.Second, time.Millisecond)
 
 	began := time.Now()
 	require.NoError(t, b.Close())

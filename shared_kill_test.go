@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // TestSharedKilledReplicaIsTakenOver: a replica in another process (crash_child_test.go) shares the
@@ -29,20 +28,20 @@ func TestSharedKilledReplicaIsTakenOver(t *testing.T) {
 	stopPuts := shPutLoop(t, client, stream, keys, "k")
 
 	other := startChild(t, "replica", "consumer", props("child"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		owners, _ := shLeases(t, consumer)
 		return ownedBy(owners)["child"] == 4
 	}, 20*time.Second, 100*time.Millisecond, "the child process owns the stream")
 	rec := &shRecorder{}
 	shStart(t, props("parent"), rec.handler("parent"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		c := ownedBy(shOwners(t, consumer))
 		return c["parent"] >= 1 && c["child"] >= 1
 	}, 20*time.Second, 100*time.Millisecond, "the replicas share the stream")
 
 	other.kill()
 	killedAt := time.Now()
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		return ownedBy(shOwners(t, consumer))["parent"] == 4
 	}, lease+5*time.Second, 100*time.Millisecond, "the survivor owns the killed replica's shards within the lease plus a few seconds")
 	t.Logf("takeover %v after SIGKILL (lease %v)", time.Since(killedAt).Round(time.Millisecond), lease)

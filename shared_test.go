@@ -30,6 +30,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/position"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
 	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
@@ -136,7 +137,7 @@ func (r *shRecorder) delivered() map[string]int {
 func (r *shRecorder) waitDelivered(t testing.TB, want []string, timeout time.Duration) {
 	t.Helper()
 	var missing []string
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		got := r.delivered()
 		missing = missing[:0]
 		for _, w := range want {
@@ -377,7 +378,7 @@ func TestSharedDeliversEveryRecordInShardOrderDespiteHandlerFailures(t *testing.
 	for _, p := range puts {
 		last[p.shardID] = p.seq
 	}
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, consumer)
 		for shard, seq := range last {
 			if cps[shard] != seq {
@@ -467,7 +468,7 @@ func TestSharedStartsWithinSecondsAndDeliversLatest(t *testing.T) {
 	})
 
 	var owned time.Duration
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		owners, _ := shLeases(t, consumer)
 		if len(owners) == 4 && len(ownedBy(owners)) == 1 {
 			owned = time.Since(readCalled)
@@ -523,19 +524,19 @@ func TestSharedReplicasShareShardsAndTakeOverAtOnceFromOneClosed(t *testing.T) {
 		return len(owners) == 4 && lo >= 1 && hi-lo <= 1
 	}
 	var settled map[string]string
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		settled = shOwners(t, consumer)
 		return fair(settled, "r1", "r2", "r3") && shClaims(t, consumer) == 0
 	}, 15*time.Second, 100*time.Millisecond, "three replicas split four shards 2/1/1, with no handover pending, within 15 s of the last joining")
 	t.Logf("fair split after %v", time.Since(lastJoined))
-	assert.Never(t, func() bool {
+	testwait.Never(t, func() bool {
 		return !maps.Equal(shOwners(t, consumer), settled)
 	}, 3*time.Second, 100*time.Millisecond, "the split holds: no lease moves once the shares are fair")
 
 	closing := time.Now()
 	require.NoError(t, r2.Close())
 	assert.Less(t, time.Since(closing), 5*time.Second)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		owners, _ := shLeases(t, consumer)
 		counts := ownedBy(owners)
 		return counts["r2"] == 0 && counts["r1"]+counts["r3"] == 4
@@ -589,7 +590,7 @@ func TestSharedSplitAndMergeDeliverParentsBeforeChildren(t *testing.T) {
 
 	all := dataOf(shPutOn(t, client, stream, "0", shData("slow-p", 25)...))
 	waitActive := func() {
-		require.Eventually(t, func() bool {
+		testwait.Eventually(t, func() bool {
 			out, err := client.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
 			return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
 		}, 10*time.Second, 20*time.Millisecond)
@@ -689,12 +690,12 @@ func TestSharedCloseReturnsInTimeWithAHandlerThatIgnoresItsContext(t *testing.T)
 
 	// Another replica takes both shards at once and delivers the stuck record again.
 	shStart(t, shProps(t, stream, consumer, "workerID", "b2", "leaseDuration", "10s"), rec.handler("b2"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		owners, _ := shLeases(t, consumer)
 		return ownedBy(owners)["b2"] == 2
 	}, 5*time.Second, 50*time.Millisecond)
 	rec.waitDelivered(t, []string{"stuck", "after-stuck"}, 20*time.Second)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, consumer)
 		return cps[stuck[1].shardID] == stuck[1].seq
 	}, 10*time.Second, 50*time.Millisecond)
@@ -772,7 +773,7 @@ func TestSharedCloseWhileAParentBlocksItsChildrenLeavesNoGoroutine(t *testing.T)
 		parent = id
 	}
 	shPutOn(t, client, stream, "0", "ok", "poison")
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		n := 0
 		for _, c := range rec.snapshot() {
 			if c.data == "poison" {
@@ -787,8 +788,8 @@ func TestSharedCloseWhileAParentBlocksItsChildrenLeavesNoGoroutine(t *testing.T)
 	mid := new(big.Int).Lsh(big.NewInt(1), 127).String()
 	_, err := client.SplitShard(t.Context(), &kinesis.SplitShardInput{StreamName: aws.String(stream), ShardToSplit: aws.String(parent), NewStartingHashKey: aws.String(mid)})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 20*time.Second, 20*time.Millisecond)
-	assert.Never(t, func() bool {
+	testwait.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Never(t, func() bool {
 		owners, _ := shLeases(t, consumer)
 		return len(owners) != 1 || owners[parent] != "w"
 	}, time.Second, 50*time.Millisecond, "the children wait for their unfinished parent")
@@ -869,7 +870,7 @@ func TestSharedDeliversKPLAggregatedRecordsOneByOneAndResumesInsideTheAggregate(
 		return nil
 	}}
 	b1 := shStart(t, shProps(t, stream, consumer), rec1.handler("b1"))
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		n := 0
 		for _, c := range rec1.snapshot() {
 			if c.data == "agg-3" {
@@ -898,7 +899,7 @@ func TestSharedDeliversKPLAggregatedRecordsOneByOneAndResumesInsideTheAggregate(
 	require.Len(t, got, 3, "agg-0..2 are not delivered again")
 	assert.Equal(t, "3", got[0].md["subSequenceNumber"])
 	assert.NotContains(t, got[2].md, "subSequenceNumber")
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		_, cps := shLeases(t, consumer)
 		return cps[shard] == plain[0].seq
 	}, 10*time.Second, 50*time.Millisecond)
@@ -916,7 +917,7 @@ func TestSharedChildrenOfAShardReadBeforeStartFromTheirFirstRecord(t *testing.T)
 	for id := range shShardKeys(t, client, stream) {
 		parent = id
 	}
-	require.Eventually(t, func() bool { return len(shOwners(t, consumer)) == 1 }, 10*time.Second, 50*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(shOwners(t, consumer)) == 1 }, 10*time.Second, 50*time.Millisecond)
 	shPutOn(t, client, stream, "0", "before")
 	rec.waitDelivered(t, []string{"before"}, 20*time.Second)
 	require.NoError(t, b1.Close())
@@ -925,7 +926,7 @@ func TestSharedChildrenOfAShardReadBeforeStartFromTheirFirstRecord(t *testing.T)
 	mid := new(big.Int).Lsh(big.NewInt(1), 127).String()
 	_, err := client.SplitShard(t.Context(), &kinesis.SplitShardInput{StreamName: aws.String(stream), ShardToSplit: aws.String(parent), NewStartingHashKey: aws.String(mid)})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 10*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(shShardKeys(t, client, stream)) == 2 }, 10*time.Second, 20*time.Millisecond)
 	keys := shShardKeys(t, client, stream)
 	down := make([]string, 0, len(keys))
 	for id, key := range keys {

@@ -12,8 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -162,11 +162,16 @@ func poisoned(t *testing.T, s Settings, recs []types.Record) (sh *Shard, watch *
 	sh = NewShard(watch.handle, s, testShard, "", logger.NewLogger(t.Name()))
 	ctx, cancel := context.WithCancel(t.Context())
 	out := make(chan string, 1)
+	returned := make(chan struct{})
 	go func() {
+		defer close(returned)
 		cp, _ := drive(sh, ctx, ctx, recs)
 		out <- cp
 	}()
-	t.Cleanup(cancel)
+	t.Cleanup(func() {
+		cancel()
+		<-returned // the handler's calls end with the test, not after it
+	})
 	return sh, watch, heal, cancel, out
 }
 
@@ -181,7 +186,7 @@ func TestAFailingRecordHoldsTheWatermarkAndOnlyItsKey(t *testing.T) {
 	_, watch, heal, _, finished := poisoned(t, Settings{Concurrency: 4}, recs)
 
 	// The other 45 keys' records are delivered while the poison key's first record keeps failing.
-	require.Eventually(t, func() bool { return watch.delivered() == 45 }, 5*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return watch.delivered() == 45 }, 5*time.Second, time.Millisecond)
 	select {
 	case cp := <-finished:
 		t.Fatalf("delivery ended with the poison record failing (checkpoint %q)", cp)
@@ -267,7 +272,7 @@ func TestThePendingCapPausesReadingButNotOtherKeys(t *testing.T) {
 	}()
 
 	// Key 0 holds record 1000, which fails for ever; the other keys go on until 20 records are read.
-	require.Eventually(t, func() bool { return watch.delivered() == 17 }, 5*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return watch.delivered() == 17 }, 5*time.Second, time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	assert.Equal(t, 17, watch.delivered(), "nothing more is read while the window is full")
 	cancel()

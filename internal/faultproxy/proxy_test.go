@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -145,10 +147,10 @@ func TestCutAllInterruptsARequestInFlight(t *testing.T) {
 
 	_, err = io.ReadAll(resp.Body)
 	require.Error(t, err, "a cut body must not look complete")
-	assert.Eventually(t, serverSawCut.Load, 5*time.Second, 10*time.Millisecond)
+	testwait.Eventually(t, serverSawCut.Load, 5*time.Second, 10*time.Millisecond)
 	st := p.Stats()
 	assert.Equal(t, int64(1), st.Cut)
-	assert.Eventually(t, func() bool { return p.Stats().Active == 0 }, 5*time.Second, 10*time.Millisecond)
+	testwait.Eventually(t, func() bool { return p.Stats().Active == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	resp, err = client.Get(p.URL())
 	require.NoError(t, err, "new connections are forwarded after a cut")
@@ -179,7 +181,7 @@ func TestCutAllClosesTheServerSideGently(t *testing.T) {
 	defer c.Close()
 	_, err = io.WriteString(c, "half a request")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return p.Stats().Active == 1 }, 5*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return p.Stats().Active == 1 }, 5*time.Second, 5*time.Millisecond)
 	time.Sleep(50 * time.Millisecond) // the server side is connected
 
 	assert.Equal(t, 1, p.CutAll())
@@ -258,13 +260,13 @@ func TestBlackholeHoldsTrafficUntilResume(t *testing.T) {
 		}
 		patient <- err
 	}()
-	require.Eventually(t, func() bool { return p.Stats().Accepted == 2 }, 5*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return p.Stats().Accepted == 2 }, 5*time.Second, 5*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	assert.Zero(t, served.Load(), "nothing reaches the server while black-holed")
 
 	p.Resume()
 	require.NoError(t, <-patient)
-	assert.Eventually(t, func() bool { return served.Load() == 2 }, 5*time.Second, 5*time.Millisecond,
+	testwait.Eventually(t, func() bool { return served.Load() == 2 }, 5*time.Second, 5*time.Millisecond,
 		"both requests, the abandoned one too, are delivered after the partition heals")
 }
 
@@ -310,7 +312,7 @@ func TestTargetDownResetsTheClient(t *testing.T) {
 	}
 	require.Error(t, err)
 	assert.True(t, isConnectionFailure(err), "%v", err)
-	assert.Eventually(t, func() bool { return p.Stats().Refused == 1 }, 5*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return p.Stats().Refused == 1 }, 5*time.Second, 5*time.Millisecond)
 }
 
 func TestCloseEndsEverything(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr-kinesis/kinesis/internal/position"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/kit/logger"
 )
 
@@ -183,7 +184,7 @@ func (r *replica) acquiredShards() []Shard {
 func (f *fixture) owners(t *testing.T) (owners map[string]string, items map[string]item) {
 	t.Helper()
 	tbl := &table{db: f.db, name: f.table}
-	all, err := tbl.scan(context.Background()) // also called by assert.Never after the test's end
+	all, err := tbl.scan(t.Context())
 	require.NoError(t, err)
 	owners, items = map[string]string{}, map[string]item{}
 	for _, it := range all {
@@ -218,7 +219,7 @@ func TestOnePassTakesEveryFreeLease(t *testing.T) {
 	// A long pass interval: everything below must happen in the first pass.
 	r := f.start(t, "solo", replicaOptions{pass: time.Minute, lease: 30 * time.Second})
 	began := time.Now()
-	require.Eventually(t, func() bool { return len(r.acquiredShards()) == 64 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(r.acquiredShards()) == 64 }, 20*time.Second, 20*time.Millisecond)
 	t.Logf("64 leases taken %v after Run", time.Since(began).Round(time.Millisecond))
 	owners, _ := f.owners(t)
 	assert.Equal(t, 64, countBy(owners)["solo"])
@@ -239,7 +240,7 @@ func TestThreeReplicasStartedTogetherShareFairlyAndStayPut(t *testing.T) {
 		f.start(t, w, replicaOptions{lease: 6 * time.Second})
 	}
 	var settled map[string]string
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		var items map[string]item
 		settled, items = f.owners(t)
 		for _, it := range items {
@@ -250,7 +251,7 @@ func TestThreeReplicasStartedTogetherShareFairlyAndStayPut(t *testing.T) {
 		return fair(countBy(settled), 64, "a", "b", "c")
 	}, 30*time.Second, 50*time.Millisecond, "64 shards split 22/21/21 with no claim pending")
 	t.Logf("fair %v after the three started: %v", time.Since(began).Round(time.Millisecond), countBy(settled))
-	assert.Never(t, func() bool {
+	testwait.Never(t, func() bool {
 		owners, _ := f.owners(t)
 		return len(owners) != 64 || !fair(countBy(owners), 64, "a", "b", "c")
 	}, 3*time.Second, 100*time.Millisecond, "the split holds")
@@ -261,11 +262,11 @@ func TestJoinerClaimsItsShareInOnePassAndGetsTheHandedOverCheckpoints(t *testing
 	f := newFixture(t, 12)
 	checkpointOf := func(s Shard) string { return "4900000000000000000000" + strings.TrimPrefix(s.ID, "shardId-") }
 	first := f.start(t, "first", replicaOptions{checkpoint: checkpointOf, lease: 10 * time.Second})
-	require.Eventually(t, func() bool { return len(first.acquiredShards()) == 12 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(first.acquiredShards()) == 12 }, 20*time.Second, 20*time.Millisecond)
 
 	// The joiner's passes are slow: its first pass must claim all 6 it lacks.
 	second := f.start(t, "second", replicaOptions{pass: 3 * time.Second, lease: 10 * time.Second})
-	require.Eventually(t, func() bool { return len(second.acquiredShards()) == 6 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(second.acquiredShards()) == 6 }, 20*time.Second, 20*time.Millisecond)
 	ops := second.counter.snapshot()
 	assert.LessOrEqual(t, ops["Scan"], 3, "claims and takes within a few passes")
 	for _, s := range second.acquiredShards() {
@@ -282,7 +283,7 @@ func TestLeaseLostWhenAnotherOwnerIsWritten(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	r := f.start(t, "owner", replicaOptions{lease: 3 * time.Second})
-	require.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
 	l := r.c.Held()[0]
 	require.NoError(t, l.Checkpoint(t.Context(), "100"))
 
@@ -309,12 +310,12 @@ func TestExpiryDoesNotTrustClocks(t *testing.T) {
 	const lease = 2 * time.Second
 	ahead := f.start(t, "ahead", replicaOptions{lease: lease, wall: func() time.Time { return time.Now().Add(30 * time.Second) }})
 	behind := f.start(t, "behind", replicaOptions{lease: lease, wall: func() time.Time { return time.Now().Add(-30 * time.Second) }})
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		owners, _ := f.owners(t)
 		return fair(countBy(owners), 4, "ahead", "behind")
 	}, 20*time.Second, 50*time.Millisecond)
 	settled, _ := f.owners(t)
-	assert.Never(t, func() bool {
+	testwait.Never(t, func() bool {
 		owners, _ := f.owners(t)
 		for id, o := range settled {
 			if owners[id] != o {
@@ -327,7 +328,7 @@ func TestExpiryDoesNotTrustClocks(t *testing.T) {
 	ahead.abandon() // a crash: its leases stay in the table, timeouts a minute ahead of behind's clock
 	<-ahead.done
 	died := time.Now()
-	require.Eventually(t, func() bool { return len(behind.c.Held()) == 4 }, lease+2*time.Second, 20*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(behind.c.Held()) == 4 }, lease+2*time.Second, 20*time.Millisecond,
 		"the dead replica's leases are taken after the lease duration plus a pass")
 	t.Logf("dead leases taken %v after the crash (lease %v)", time.Since(died).Round(time.Millisecond), lease)
 }
@@ -337,7 +338,7 @@ func TestRequestsOfASteadyReplica(t *testing.T) {
 	f := newFixture(t, 8)
 	const lease, pass = 3 * time.Second, 250 * time.Millisecond
 	r := f.start(t, "steady", replicaOptions{lease: lease, pass: pass})
-	require.Eventually(t, func() bool { return len(r.c.Held()) == 8 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 8 }, 20*time.Second, 20*time.Millisecond)
 	before := r.counter.snapshot()
 	const window = 4 * time.Second
 	time.Sleep(window)
@@ -355,14 +356,14 @@ func TestChildrenWaitForTheirParentsAndStartWhenTheyFinish(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	r := f.start(t, "w", replicaOptions{lease: 3 * time.Second})
-	require.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
 	parent := r.c.Held()[0]
 	require.NoError(t, parent.Checkpoint(t.Context(), "100"))
 
 	mid := new(big.Int).Lsh(big.NewInt(1), 127).String()
 	_, err := f.kinesis.SplitShard(t.Context(), &kinesis.SplitShardInput{StreamName: aws.String(f.stream), ShardToSplit: aws.String(parent.Shard().ID), NewStartingHashKey: aws.String(mid)})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		out, err := f.kinesis.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(f.stream)})
 		return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
 	}, 10*time.Second, 20*time.Millisecond)
@@ -373,7 +374,7 @@ func TestChildrenWaitForTheirParentsAndStartWhenTheyFinish(t *testing.T) {
 
 	finished := time.Now()
 	require.NoError(t, parent.Finish(t.Context()))
-	require.Eventually(t, func() bool { return len(r.acquiredShards()) == 3 }, 3*time.Second, 10*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(r.acquiredShards()) == 3 }, 3*time.Second, 10*time.Millisecond,
 		"the children are taken as the parent finishes, without waiting for a listing")
 	t.Logf("children taken %v after the parent finished", time.Since(finished).Round(time.Millisecond))
 	for _, s := range r.acquiredShards()[1:] {
@@ -390,13 +391,13 @@ func TestReleasedLeasesGoToAnotherReplicaAtItsNextPass(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 4)
 	a := f.start(t, "a", replicaOptions{lease: 10 * time.Second})
-	require.Eventually(t, func() bool { return len(a.c.Held()) == 4 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(a.c.Held()) == 4 }, 20*time.Second, 20*time.Millisecond)
 	b := f.start(t, "b", replicaOptions{lease: 10 * time.Second})
-	require.Eventually(t, func() bool { return len(b.c.Held()) == 2 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(b.c.Held()) == 2 }, 20*time.Second, 20*time.Millisecond)
 
 	stopped := time.Now()
 	a.stop(t)
-	require.Eventually(t, func() bool { return len(b.c.Held()) == 4 }, 5*time.Second, 20*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(b.c.Held()) == 4 }, 5*time.Second, 20*time.Millisecond,
 		"released leases are taken well within the 10 s lease")
 	t.Logf("taken %v after the release", time.Since(stopped).Round(time.Millisecond))
 }
@@ -422,9 +423,9 @@ func TestUpstreamTableIsReadAsItIs(t *testing.T) {
 	}
 	const lease = 2 * time.Second
 	r := f.start(t, "new", replicaOptions{lease: lease})
-	require.Eventually(t, func() bool { return len(r.acquiredShards()) == 1 }, 10*time.Second, 20*time.Millisecond, "the free lease is taken at once")
+	testwait.Eventually(t, func() bool { return len(r.acquiredShards()) == 1 }, 10*time.Second, 20*time.Millisecond, "the free lease is taken at once")
 	began := time.Now()
-	require.Eventually(t, func() bool { return len(r.acquiredShards()) == 2 }, lease+3*time.Second, 20*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(r.acquiredShards()) == 2 }, lease+3*time.Second, 20*time.Millisecond,
 		"the dead worker's lease, its timeout an hour ahead, is taken once seen unrenewed for the lease duration")
 	t.Logf("the dead upstream lease was taken %v after the free one", time.Since(began).Round(time.Millisecond))
 	for i, s := range r.acquiredShards() {
@@ -457,8 +458,8 @@ func TestLeaseHandedToAWorkerAtItsShareIsTakenAtOnce(t *testing.T) {
 		require.NoError(t, err)
 	}
 	r := f.start(t, "late", replicaOptions{lease: 20 * time.Second})
-	require.Eventually(t, func() bool { return len(r.acquiredShards()) >= 6 }, 10*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool { return len(r.acquiredShards()) >= 6 }, 10*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool {
 		return slices.ContainsFunc(r.acquiredShards(), func(s Shard) bool { return s.ID == ours })
 	}, 3*time.Second, 20*time.Millisecond, "the lease handed over is taken within a pass, not after the others' 20 s leases")
 	held := map[string]bool{}
@@ -479,11 +480,11 @@ func TestClaimHonouredAsTheClaimantClosesIsGivenBack(t *testing.T) {
 	f := newFixture(t, 2)
 	const lease = 10 * time.Second
 	a := f.start(t, "a", replicaOptions{lease: lease})
-	require.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, 20*time.Second, 20*time.Millisecond)
+	testwait.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, 20*time.Second, 20*time.Millisecond)
 
 	// b's first pass claims one lease; its next pass is an hour away, so it never takes it.
 	b := f.start(t, "b", replicaOptions{lease: lease, pass: time.Hour})
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.handed == 1
@@ -494,7 +495,7 @@ func TestClaimHonouredAsTheClaimantClosesIsGivenBack(t *testing.T) {
 
 	closed := time.Now()
 	b.stop(t)
-	require.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, lease/2, 20*time.Millisecond,
+	testwait.Eventually(t, func() bool { return len(a.c.Held()) == 2 }, lease/2, 20*time.Millisecond,
 		"a reads the shard again well within the lease duration")
 	t.Logf("a took the lease back %v after b closed", time.Since(closed).Round(time.Millisecond))
 }

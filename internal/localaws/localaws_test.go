@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // TestMain also fails the package if a goroutine outlives the tests: Run has
@@ -138,7 +140,7 @@ func TestStopKillsServerIgnoringSIGTERM(t *testing.T) {
 		[]byte(`process.on("SIGTERM", () => console.log("ignored")); console.log("up"); setInterval(() => {}, 1e6);`), 0o600))
 	srv, err := startNode("stubborn", t.TempDir(), 0, nil, script)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return strings.Contains(srv.logTail(), "up") },
+	testwait.Eventually(t, func() bool { return strings.Contains(srv.logTail(), "up") },
 		10*time.Second, 10*time.Millisecond, "node should install its handler")
 
 	require.NoError(t, srv.signal(syscall.SIGTERM))

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // emulatorStream creates a stream on the named emulator and returns its client.
@@ -84,7 +85,7 @@ func TestMapPredictsWhereTheEmulatorsPutRecords(t *testing.T) {
 
 func waitActive(t *testing.T, client *kinesis.Client, stream string) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	testwait.Eventually(t, func() bool {
 		out, err := client.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
 		return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
 	}, 30*time.Second, 20*time.Millisecond)

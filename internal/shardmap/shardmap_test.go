@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 const maxKey = "340282366920938463463374607431768211455" // 2^128-1
@@ -152,7 +154,7 @@ func TestCacheLoadsOnceForConcurrentCallersAndReloadsWhenInvalidated(t *testing.
 	for i := range got {
 		wg.Go(func() { got[i], _ = c.Get(t.Context()) })
 	}
-	require.Eventually(t, func() bool { return f.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return f.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
 	close(f.hold)
 	wg.Wait()
 	for i, m := range got {
@@ -213,7 +215,7 @@ func TestCacheInvalidatedDuringALoadLoadsAgain(t *testing.T) {
 		defer close(done)
 		_, _ = c.Get(t.Context())
 	}()
-	require.Eventually(t, func() bool { return f.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return f.calls.Load() == 1 }, 10*time.Second, time.Millisecond)
 	c.Invalidate() // a put saw a new shard while the list was being read
 	close(f.hold)
 	<-done

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/testlog"
+	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
 // These tests fake the Kinesis API (the SDK boundary) for what the emulators cannot be made to do
@@ -276,7 +277,7 @@ func TestPollingStopsPromptlyWhileWaiting(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			_, done := run(t, ctx, shard, PollingConfig{PollInterval: time.Hour})
-			require.Eventually(t, func() bool { return len(shard.callTimes()) >= 1 }, 10*time.Second, 10*time.Millisecond)
+			testwait.Eventually(t, func() bool { return len(shard.callTimes()) >= 1 }, 10*time.Second, 10*time.Millisecond)
 			// A reader told to stop while it waits returns at once, not after its wait.
 			stop(t, cancel, done)
 		})
