@@ -44,7 +44,7 @@ func benchReadLatency(b *testing.B, mode consumerMode, cutInterval time.Duration
 	if cutInterval > 0 {
 		proxy := newFaultProxy(b, localaws.Get(b).KinesisEndpoint)
 		props["endpoint"] = proxy.URL()
-		cuts = cutEvery(cutInterval, proxy)
+		cuts = cutEvery(b, cutInterval, proxy)
 		defer func() { b.ReportMetric(float64(cuts()), "cuts") }()
 	}
 	binding := newBinding(b, props, withFanoutFix(mode)...)

@@ -95,7 +95,7 @@ func networkFaults() map[string]inputFault {
 		// subscriptions), lease renewals and checkpoints break mid-request and mid-stream.
 		"connections cut": func(t *testing.T, rig inputRig) func() {
 			rig.kinesis.SetLatency(20 * time.Millisecond) // so that cuts find requests in flight
-			stop := cutEvery(500*time.Millisecond, rig.kinesis, rig.dynamo)
+			stop := cutEvery(t, 500*time.Millisecond, rig.kinesis, rig.dynamo)
 			return func() {
 				cuts := stop()
 				rig.kinesis.SetLatency(0)

@@ -201,7 +201,7 @@ func TestCreateUnderNetworkFaults(t *testing.T) {
 				proxy.SetLatency(20 * time.Millisecond) // so that cuts find requests in flight
 				b := newBinding(t, withProps(serverProps(srv, stream, proxy.URL(), srv.DynamoDBEndpoint), extra))
 
-				stop := cutEvery(200*time.Millisecond, proxy)
+				stop := cutEvery(t, 200*time.Millisecond, proxy)
 				outcomes := createLanes(t.Context(), b, "cut", 8, 0, 15)
 				cuts := stop()
 				require.Positive(t, cuts, "the fault must have happened")

@@ -279,14 +279,12 @@ func logLeasesOnFailure(t testing.TB, srv *localaws.Servers, table string) {
 func head[T any](s []T, n int) []T { return s[:min(n, len(s))] }
 
 // cutEvery cuts every connection through each proxy every interval until the returned stop is
-// called; stop returns how many cuts cut something.
-func cutEvery(interval time.Duration, proxies ...*faultproxy.Proxy) (stop func() int) {
+// called, or the test ends; stop returns how many cuts cut something.
+func cutEvery(tb testing.TB, interval time.Duration, proxies ...*faultproxy.Proxy) (stop func() int) {
 	done := make(chan struct{})
 	var cuts int
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		ticker := time.NewTicker(interval)
 		defer ticker.Stop()
 		for {
@@ -301,10 +299,14 @@ func cutEvery(interval time.Duration, proxies ...*faultproxy.Proxy) (stop func()
 				}
 			}
 		}
-	}()
-	return func() int {
-		close(done)
+	})
+	var once sync.Once
+	stop = func() int {
+		once.Do(func() { close(done) })
 		wg.Wait()
 		return cuts
 	}
+	// A test that fails before it calls stop must not leave the cutter running past its proxies.
+	tb.Cleanup(func() { stop() })
+	return stop
 }

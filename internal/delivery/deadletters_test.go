@@ -143,7 +143,8 @@ func TestWithConcurrencyOtherKeysGoOnWhileADeadLetterPutIsRefused(t *testing.T) 
 	stop, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	recs := keyed(40, func(i int) string { return "key-" + strconv.Itoa(i%7) })
-	go func() {
+	var watcher sync.WaitGroup
+	watcher.Go(func() {
 		for stop.Err() == nil {
 			dead.mu.Lock()
 			refused := dead.refused
@@ -153,8 +154,9 @@ func TestWithConcurrencyOtherKeysGoOnWhileADeadLetterPutIsRefused(t *testing.T) 
 			}
 			time.Sleep(time.Millisecond)
 		}
-	}()
+	})
 	driveCapped(sh, stop, recs)
+	watcher.Wait() // stop has ended, so the watcher has too
 
 	assert.Equal(t, 40-6, watch.delivered(), "every other key's records, and none of key-0's after the poisoned one")
 	assert.Empty(t, sh.Checkpoint(), "the watermark stays before the poisoned record")
