@@ -352,7 +352,7 @@ func TestKPLCloseFlushesOpenAggregates(t *testing.T) {
 
 	done := make(chan []laneOutcome, 1)
 	go func() { done <- produceLanes(ctx, b, "close", 30, 1) }()
-	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 31 }, 10*time.Second, time.Millisecond,
+	testwait.Eventually(t, func() bool { return b.producer.Waiting() == 31 }, 10*time.Second, time.Millisecond,
 		"30 records wait in the open batch")
 
 	spy.drainArrived()
@@ -419,8 +419,7 @@ func TestKPLReshardWhileProducingLosesNothingAndPlacesOnTheNewShards(t *testing.
 			produced := make(chan []laneOutcome, 1)
 			go func() { produced <- produceUntil(ctx, b, "during", 16, stop) }()
 			testwait.Eventually(t, func() bool {
-				m := b.producer.shards.Current()
-				return m != nil && m.Len() == 2
+				return b.producer.KnownShards() == 2
 			}, 30*time.Second, 5*time.Millisecond, "producing on two shards")
 
 			want := 4
@@ -440,8 +439,7 @@ func TestKPLReshardWhileProducingLosesNothingAndPlacesOnTheNewShards(t *testing.
 			waitStreamActive(t, tg.client, tg.stream)
 			// Puts that land on the new shards tell the producer that its map is out of date.
 			testwait.Eventually(t, func() bool {
-				m := b.producer.shards.Current()
-				return m != nil && m.Len() == want
+				return b.producer.KnownShards() == want
 			}, 30*time.Second, 5*time.Millisecond, "the producer reloads its shard map")
 			close(stop)
 			during := <-produced
@@ -538,7 +536,7 @@ func TestKPLAnAggregateEntryFailureAnswersEveryRecordInIt(t *testing.T) {
 			release := spy.blockWith(t, b)
 			done := make(chan []laneOutcome, 1)
 			go func() { done <- produceLanes(ctx, b, "fail", 20, 1) }()
-			testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 21 }, 10*time.Second, time.Millisecond)
+			testwait.Eventually(t, func() bool { return b.producer.Waiting() == 21 }, 10*time.Second, time.Millisecond)
 			release() // the 20 go out together, in one aggregate
 			outcomes := <-done
 
@@ -557,47 +555,6 @@ func TestKPLAnAggregateEntryFailureAnswersEveryRecordInIt(t *testing.T) {
 				assert.Contains(t, o.err.Error(), "(the record was not written)", o.data)
 			}
 		})
-	}
-}
-
-func TestPackerKeepsEachAggregateWithinTheLimitAndEachGroupInOrder(t *testing.T) {
-	t.Parallel()
-	const limit = 2000
-	pk := newPacker(limit)
-	all := make([]*pendingRecord, 0, 200)
-	for i := range 200 {
-		r := &record{data: bytes.Repeat([]byte{'d'}, 10+i%90), partitionKey: "key-" + strconv.Itoa(i%7)}
-		r.shard = "shard-" + strconv.Itoa(i%3)
-		pr := newPendingRecord(r, time.Time{})
-		entries, bytes := pk.cost(pr)
-		before, beforeBytes := len(pk.entries), pk.bytes
-		pk.add(pr)
-		assert.Len(t, pk.entries, before+entries, "cost predicts the entries")
-		assert.Equal(t, beforeBytes+bytes, pk.bytes, "cost predicts the bytes")
-		all = append(all, pr)
-	}
-	total, seen := 0, map[*pendingRecord]int{}
-	last := map[string]int{}
-	for _, e := range pk.entries {
-		assert.LessOrEqual(t, e.size(), limit)
-		if len(e.members) > 1 {
-			enc, err := e.agg.Encode()
-			require.NoError(t, err)
-			assert.Equal(t, len(enc)+len(e.first().partitionKey), e.size(), "size is the encoded size plus the key")
-		}
-		for _, m := range e.members {
-			assert.Equal(t, e.first().shard, m.rec.shard, "one shard per entry")
-			seen[m] = len(seen)
-			total++
-		}
-	}
-	require.Equal(t, len(all), total)
-	for i, pr := range all { // per shard, entries (in request order) hold records in the order added
-		at := seen[pr]
-		if prev, ok := last[pr.rec.shard]; ok {
-			assert.Greater(t, at, prev, "record %d", i)
-		}
-		last[pr.rec.shard] = at
 	}
 }
 

@@ -36,7 +36,7 @@ func TestBatchGoesOutAtFiveHundredEntries(t *testing.T) {
 	go func() { done <- createConcurrently(ctx, b, keys("entry", maxBatchRecords+1), dataFor) }()
 	// 500 are answered by the full request; one waits with the blocker's caller.
 	testwait.Eventually(t, func() bool {
-		return len(spy.sent("PutRecords")) == 2 && b.producer.batcher.waiting.Load() == 2
+		return len(spy.sent("PutRecords")) == 2 && b.producer.Waiting() == 2
 	}, 20*time.Second, 10*time.Millisecond)
 	release() // the server is idle: the last record goes at once
 
@@ -170,9 +170,9 @@ func TestProducerStopsItsGoroutinesOnClose(t *testing.T) {
 
 	b := NewAWSKinesis(logger.NewLogger(t.Name())).(*AWSKinesis)
 	spy.install(b)
+	b.producerCloseGrace = 100 * time.Millisecond
 	props := kinesaliteProps(t, stream, "batchLinger", "5ms")
 	require.NoError(t, b.Init(t.Context(), bindings.Metadata{Base: metadata.Base{Properties: props}}))
-	b.producer.closeGrace = 100 * time.Millisecond
 
 	results := createConcurrently(t.Context(), b, append(keys("leak", 50), "throttled"), dataFor)
 	for _, r := range results {

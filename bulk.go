@@ -2,16 +2,13 @@ package kinesis
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"sync"
 
-	"github.com/dapr/components-contrib/bindings"
+	"github.com/dapr-kinesis/kinesis/internal/producer"
 )
 
 // Request metadata and response keys of bulkCreate.
@@ -47,7 +44,7 @@ type bulkResult struct {
 
 // bulkRequest is a parsed bulkCreate: records[i] is nil where results[i] already holds its error.
 type bulkRequest struct {
-	records []*record
+	records []*producer.Record
 	results []bulkResult
 }
 
@@ -73,7 +70,7 @@ func parseBulkRequest(data []byte, md map[string]string, maxRecordSize int) (*bu
 		return nil, fmt.Errorf("%s data must be a JSON array of records: %w", bulkCreateOperation, err)
 	}
 
-	req := &bulkRequest{records: make([]*record, len(elems)), results: make([]bulkResult, len(elems))}
+	req := &bulkRequest{records: make([]*producer.Record, len(elems)), results: make([]bulkResult, len(elems))}
 	for i, elem := range elems {
 		rec, err := parseBulkEntry(elem, md, encoding, maxRecordSize)
 		if err != nil {
@@ -87,7 +84,7 @@ func parseBulkRequest(data []byte, md map[string]string, maxRecordSize int) (*bu
 
 // parseBulkEntry validates one element. Request metadata partitionKey and explicitHashKey are the
 // defaults for elements that set none.
-func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string, maxRecordSize int) (*record, error) {
+func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string, maxRecordSize int) (*producer.Record, error) {
 	var e bulkEntry
 	dec := json.NewDecoder(bytes.NewReader(elem))
 	dec.DisallowUnknownFields() // a misspelt "partitionkey" must not silently become a random key
@@ -97,7 +94,7 @@ func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string,
 	if e.Data == nil {
 		return nil, errors.New("'data' is required")
 	}
-	rec := &record{data: e.Data}
+	rec := &producer.Record{Data: e.Data}
 	if encoding == dataEncodingBase64 {
 		var s string
 		if err := json.Unmarshal(e.Data, &s); err != nil {
@@ -107,7 +104,7 @@ func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string,
 		if err != nil {
 			return nil, fmt.Errorf("'data' is not valid base64: %w", err)
 		}
-		rec.data = b
+		rec.Data = b
 	}
 	pk, hk := e.PartitionKey, e.ExplicitHashKey
 	if pk == "" {
@@ -116,119 +113,48 @@ func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string,
 	if hk == "" {
 		hk = md[reqExplicitHashKey]
 	}
-	if err := rec.setKeys(pk, hk); err != nil {
+	if err := setKeys(rec, pk, hk); err != nil {
 		return nil, err
 	}
-	if err := rec.checkSize(maxRecordSize); err != nil {
+	if err := rec.CheckSize(maxRecordSize); err != nil {
 		return nil, err
 	}
 	return rec, nil
 }
 
-// chunks splits records into PutRecords-sized groups, in order; with aggregation, into groups
-// whose aggregates fill a request.
-func (p *producer) chunks(records []*pendingRecord) [][]*pendingRecord {
-	var out [][]*pendingRecord
-	cur := p.newBatch()
-	for _, pr := range records {
-		if len(cur.entries) > 0 && !cur.fits(pr) {
-			out = append(out, cur.entries)
-			cur = p.newBatch()
+// valid is the records to send, in order: the entries that parsed.
+func (br *bulkRequest) valid() []producer.Record {
+	out := make([]producer.Record, 0, len(br.records))
+	for _, rec := range br.records {
+		if rec != nil {
+			out = append(out, *rec)
 		}
-		cur.add(pr)
-	}
-	if len(cur.entries) > 0 {
-		out = append(out, cur.entries)
 	}
 	return out
 }
 
-func (p *producer) bulkCreate(ctx context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
-	leave, err := p.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer leave()
-	ctx, cancel := p.callContext(ctx)
-	defer cancel()
-
-	br, err := parseBulkRequest(req.Data, req.Metadata, p.recordSizeLimit(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("kinesis binding error: %w", err)
-	}
-	deadline, _ := ctx.Deadline()
-	pending := make([]*pendingRecord, 0, len(br.records))
-	index := make([]int, 0, len(br.records)) // pending[k] answers results[index[k]]
+// answer fills the results of the valid entries from their outcomes, given in valid's order. A
+// record the producer found too large is an invalid entry, as when parsing found it so.
+func (br *bulkRequest) answer(outcomes []producer.Outcome) {
+	k := 0
 	for i, rec := range br.records {
-		if rec != nil {
-			pending = append(pending, newPendingRecord(rec, deadline))
-			index = append(index, i)
+		if rec == nil {
+			continue
 		}
-	}
-
-	if p.aggregate {
-		p.place(ctx, br.records...)
-	}
-	p.sendChunks(ctx, p.chunks(pending))
-
-	failed := 0
-	for k, pr := range pending {
-		if pr.state.Load() == statePending { // its chunk never got a request slot before ctx ended
-			pr.giveUp(pr.gaveUp(context.Cause(ctx)))
+		o := outcomes[k]
+		k++
+		var tooLarge *producer.RecordSizeError
+		switch {
+		case errors.As(o.Err, &tooLarge):
+			br.results[i] = bulkResult{ErrorCode: codeInvalidEntry, ErrorMessage: o.Err.Error()}
+		case o.Err != nil:
+			br.results[i] = bulkResult{ErrorCode: producer.ErrorCode(o.Err), ErrorMessage: o.Err.Error()}
+		default:
+			br.results[i] = bulkResult{ShardID: o.ShardID, SequenceNumber: o.SequenceNumber}
+			if o.Aggregated {
+				br.results[i].SubSequenceNumber = ptr(o.SubSequenceNumber)
+			}
 		}
-		res := <-pr.res
-		br.results[index[k]] = bulkResult{ShardID: res.shardID, SequenceNumber: res.sequenceNumber}
-		if res.aggregated {
-			br.results[index[k]].SubSequenceNumber = ptr(res.sub)
-		}
-		if res.err != nil {
-			br.results[index[k]] = bulkResult{ErrorCode: errorCode(res.err), ErrorMessage: res.err.Error()}
-		}
-	}
-	for _, r := range br.results {
-		if r.ErrorCode != "" {
-			failed++
-		}
-	}
-	body, err := json.Marshal(br.results)
-	if err != nil {
-		return nil, fmt.Errorf("kinesis binding error: encoding %s results: %w", bulkCreateOperation, err)
-	}
-	resp := &bindings.InvokeResponse{
-		Data:        body,
-		ContentType: ptr(bulkContentTypeJSON),
-		Metadata: map[string]string{
-			respRecordCount: strconv.Itoa(len(br.results)),
-			respFailedCount: strconv.Itoa(failed),
-		},
-	}
-	// Per-entry failures are in the response; only a call cut short is an error, since daprd drops
-	// the response of a failed call.
-	if ctx.Err() != nil && failed > 0 {
-		return resp, fmt.Errorf("kinesis binding error: %s on stream %q ended before every record was confirmed (%d of %d failed; see each entry for whether it may have been written): %w",
-			bulkCreateOperation, p.meta.StreamName, failed, len(br.results), context.Cause(ctx))
-	}
-	return resp, nil
-}
-
-// sendChunks sends the chunks concurrently within the producer's request slots and returns when
-// every chunk has been answered or ctx has ended. The goroutines belong to this call: they end with
-// it because their requests are bound to ctx.
-func (p *producer) sendChunks(ctx context.Context, groups [][]*pendingRecord) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for _, group := range groups {
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer p.releaseSlot()
-			p.send(ctx, group)
-		}()
 	}
 }
 

@@ -1,9 +1,8 @@
 package kinesis
 
 import (
-	"errors"
-
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/producer"
 )
 
 // Sentinels callers can test with errors.Is. An error from an AWS call is wrapped under one of them,
@@ -15,5 +14,5 @@ var (
 	ErrKMS                 = awserr.ErrKMS
 	ErrInvalidCredentials  = awserr.ErrInvalidCredentials
 	ErrEndpointUnreachable = awserr.ErrEndpointUnreachable
-	ErrClosed              = errors.New("kinesis binding error: binding is closed")
+	ErrClosed              = producer.ErrClosed
 )

@@ -33,14 +33,14 @@ func FuzzParseBulkRequest(f *testing.F) {
 				}
 				continue
 			}
-			if n := len([]rune(rec.partitionKey)); n < 1 || n > maxPartitionKeyChars {
+			if n := len([]rune(rec.PartitionKey)); n < 1 || n > maxPartitionKeyChars {
 				t.Fatalf("entry %d: accepted partition key of %d characters", i, n)
 			}
-			if rec.explicitHashKey != "" && validateHashKey(rec.explicitHashKey) != nil {
-				t.Fatalf("entry %d: accepted hash key %q", i, rec.explicitHashKey)
+			if rec.ExplicitHashKey != "" && validateHashKey(rec.ExplicitHashKey) != nil {
+				t.Fatalf("entry %d: accepted hash key %q", i, rec.ExplicitHashKey)
 			}
-			if rec.size() > defaultMaxRecordSize {
-				t.Fatalf("entry %d: accepted %d bytes", i, rec.size())
+			if rec.Size() > defaultMaxRecordSize {
+				t.Fatalf("entry %d: accepted %d bytes", i, rec.Size())
 			}
 		}
 	})

@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
+	"github.com/dapr-kinesis/kinesis/internal/producer"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/health"
 	"github.com/dapr/components-contrib/metadata"
@@ -42,9 +43,11 @@ type AWSKinesis struct {
 	awsCfg        aws.Config
 	client        *kinesis.Client
 	dynamoDB      *dynamodb.Client
-	producer      *producer
+	producer      *producer.Producer
 	sdkHTTPClient aws.HTTPClient   // test seam only: set by tests in this package, never by metadata
 	wallClock     func() time.Time // test seam only: the clock lease timeouts are written with
+	// test seam only: how long the producer's Close waits for requests in flight (0: its default)
+	producerCloseGrace time.Duration
 
 	closed   atomic.Bool
 	closeCh  chan struct{}
@@ -85,7 +88,7 @@ func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
 	a.awsCfg = cfg
 	a.client = kinesis.NewFromConfig(cfg, a.kinesisOptions)
 	a.dynamoDB = dynamodb.NewFromConfig(cfg, a.dynamoDBOptions)
-	a.producer = newProducer(a.client, &a.meta, a.logger)
+	a.producer = a.newProducer()
 	a.initDone.Store(true)
 	return nil
 }
@@ -125,7 +128,7 @@ func (a *AWSKinesis) Ping(ctx context.Context) error {
 	if !a.initDone.Load() {
 		return errors.New("kinesis binding error: ping before Init")
 	}
-	if _, err := a.producer.maxRecordSize(ctx); err != nil {
+	if _, err := a.producer.MaxRecordSize(ctx); err != nil {
 		return fmt.Errorf("kinesis binding error: ping stream %q: %w", a.meta.StreamName, err)
 	}
 	return nil

@@ -187,7 +187,7 @@ func TestCreateNonRetryableEntryErrorGoesToItsOwnCallerOnly(t *testing.T) {
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(t.Context(), b, append(keys("good", 30), "bad-0000"), dataFor) }()
-	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 32 }, 10*time.Second, 5*time.Millisecond)
+	testwait.Eventually(t, func() bool { return b.producer.Waiting() == 32 }, 10*time.Second, 5*time.Millisecond)
 	release() // the server is idle again: the batch of 31 goes at once
 	results := <-done
 
@@ -263,7 +263,7 @@ func TestCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 		release := spy.blockWith(t, b)
 		spy.holdOnly = "" // from now on every request hangs until release
 		waitingCallers := func(n int64) {
-			testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == n },
+			testwait.Eventually(t, func() bool { return b.producer.Waiting() == n },
 				10*time.Second, 5*time.Millisecond)
 		}
 
@@ -313,7 +313,7 @@ func TestCloseFlushesBufferedRecordsAndAnswersEveryCaller(t *testing.T) {
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(context.Background(), b, keys("waiting", 25), dataFor) }()
-	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 26 },
+	testwait.Eventually(t, func() bool { return b.producer.Waiting() == 26 },
 		5*time.Second, 5*time.Millisecond)
 
 	closed := make(chan error)
@@ -335,12 +335,11 @@ func TestCloseEndsRequestsStuckPastTheGracePeriod(t *testing.T) {
 	stream := kinesaliteStream(t, 1)
 	spy := newPutSpy()
 	spy.hold = make(chan struct{}) // never released: the server "hangs"
-	b := newBinding(t, kinesaliteProps(t, stream), spy.install)
-	b.producer.closeGrace = 200 * time.Millisecond
+	b := newBinding(t, kinesaliteProps(t, stream), spy.install, func(b *AWSKinesis) { b.producerCloseGrace = 200 * time.Millisecond })
 
 	done := make(chan []callerResult)
 	go func() { done <- createConcurrently(context.Background(), b, keys("stuck", 5), dataFor) }()
-	testwait.Eventually(t, func() bool { return b.producer.batcher.waiting.Load() == 5 }, 5*time.Second, time.Millisecond)
+	testwait.Eventually(t, func() bool { return b.producer.Waiting() == 5 }, 5*time.Second, time.Millisecond)
 
 	began := time.Now()
 	require.NoError(t, b.Close())

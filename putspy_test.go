@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
+	"github.com/dapr-kinesis/kinesis/internal/producer"
 )
 
 // putSpy is the binding's HTTP client in the producer tests (set through the sdkHTTPClient seam,
@@ -330,3 +331,15 @@ func recordsByPosition(t testing.TB, client *kinesis.Client, stream string) map[
 	}
 	return out
 }
+
+// AWS's limits and PutRecords entry error codes, as the output tests use them.
+const (
+	defaultMaxRecordSize = producer.DefaultMaxRecordSize
+	maxBatchRecords      = producer.MaxBatchRecords
+	maxBatchBytes        = producer.MaxBatchBytes
+	shardMapMinInterval  = producer.ShardMapMinInterval
+
+	codeThroughputExceeded = "ProvisionedThroughputExceededException"
+	codeKMSThrottling      = "KMSThrottlingException"
+	codeInternalFailure    = "InternalFailure"
+)

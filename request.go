@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dapr-kinesis/kinesis/internal/shardmap"
+	"github.com/dapr-kinesis/kinesis/internal/producer"
 
 	"github.com/dapr/components-contrib/bindings"
 )
@@ -40,52 +40,24 @@ var (
 	maxHashKey      = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
 )
 
-// record is one entry to put, validated except for its size, which depends on the stream.
-type record struct {
-	data                      []byte
-	partitionKey              string
-	explicitHashKey           string
-	sequenceNumberForOrdering string
-
-	// Where the record goes, set by place when aggregating: its hash key, and the open shard that
-	// holds it ("" when no shard map says).
-	hash  shardmap.Key
-	shard string
-}
-
-// size is what counts against the stream's maximum record size: the data and the partition key.
-func (r *record) size() int {
-	return len(r.data) + len(r.partitionKey)
-}
-
-// checkSize rejects a record larger than the stream's maximum record size, which counts the data
-// and the partition key.
-func (r *record) checkSize(limit int) error {
-	if r.size() > limit {
-		return fmt.Errorf("record of %d bytes (data %d + partition key %d) exceeds the stream's maximum record size of %d bytes",
-			r.size(), len(r.data), len(r.partitionKey), limit)
-	}
-	return nil
-}
-
 // parseCreateRequest validates the request metadata of a create call.
-func parseCreateRequest(data []byte, md map[string]string) (record, error) {
-	rec := record{data: data}
-	if err := rec.setKeys(md[reqPartitionKey], md[reqExplicitHashKey]); err != nil {
-		return record{}, err
+func parseCreateRequest(data []byte, md map[string]string) (producer.Record, error) {
+	rec := producer.Record{Data: data}
+	if err := setKeys(&rec, md[reqPartitionKey], md[reqExplicitHashKey]); err != nil {
+		return producer.Record{}, err
 	}
 	if seq := md[reqSequenceNumberForOrdering]; seq != "" {
 		if !seqOrderPattern.MatchString(seq) {
-			return record{}, fmt.Errorf("request metadata '%s' must be a decimal sequence number", reqSequenceNumberForOrdering)
+			return producer.Record{}, fmt.Errorf("request metadata '%s' must be a decimal sequence number", reqSequenceNumberForOrdering)
 		}
-		rec.sequenceNumberForOrdering = seq
+		rec.SequenceNumberForOrdering = seq
 	}
 	return rec, nil
 }
 
 // setKeys validates and sets the partition and explicit hash keys. An empty partition key gets a
 // random UUID, as upstream, which spreads records over the shards.
-func (r *record) setKeys(partitionKey, explicitHashKey string) error {
+func setKeys(r *producer.Record, partitionKey, explicitHashKey string) error {
 	if partitionKey == "" {
 		partitionKey = uuid.NewString()
 	}
@@ -95,13 +67,13 @@ func (r *record) setKeys(partitionKey, explicitHashKey string) error {
 	if !utf8.ValidString(partitionKey) {
 		return fmt.Errorf("request metadata '%s' must be valid UTF-8", reqPartitionKey)
 	}
-	r.partitionKey = partitionKey
+	r.PartitionKey = partitionKey
 
 	if explicitHashKey != "" {
 		if err := validateHashKey(explicitHashKey); err != nil {
 			return err
 		}
-		r.explicitHashKey = explicitHashKey
+		r.ExplicitHashKey = explicitHashKey
 	}
 	return nil
 }

@@ -16,20 +16,20 @@ func TestParseCreateRequest(t *testing.T) {
 		reqSequenceNumberForOrdering: "49590338271490256608559692538361571095921575989136588898",
 	})
 	require.NoError(t, err)
-	assert.Equal(t, "key-1", rec.partitionKey)
-	assert.Equal(t, "340282366920938463463374607431768211455", rec.explicitHashKey)
-	assert.Equal(t, "49590338271490256608559692538361571095921575989136588898", rec.sequenceNumberForOrdering)
-	assert.Equal(t, 6, rec.size())
+	assert.Equal(t, "key-1", rec.PartitionKey)
+	assert.Equal(t, "340282366920938463463374607431768211455", rec.ExplicitHashKey)
+	assert.Equal(t, "49590338271490256608559692538361571095921575989136588898", rec.SequenceNumberForOrdering)
+	assert.Equal(t, 6, rec.Size())
 
 	rec, err = parseCreateRequest(nil, nil)
 	require.NoError(t, err)
-	_, err = uuid.Parse(rec.partitionKey)
+	_, err = uuid.Parse(rec.PartitionKey)
 	require.NoError(t, err, "a missing partition key becomes a random UUID")
-	assert.Empty(t, rec.explicitHashKey)
+	assert.Empty(t, rec.ExplicitHashKey)
 
 	rec, err = parseCreateRequest(nil, map[string]string{reqPartitionKey: strings.Repeat("é", 256), reqExplicitHashKey: "0"})
 	require.NoError(t, err, "256 characters is the limit, not 256 bytes")
-	assert.Equal(t, "0", rec.explicitHashKey)
+	assert.Equal(t, "0", rec.ExplicitHashKey)
 }
 
 func TestParseCreateRequestErrors(t *testing.T) {
@@ -70,11 +70,11 @@ func FuzzParseCreateRequest(f *testing.F) {
 			return
 		}
 		// Whatever is accepted must be acceptable to AWS.
-		if n := len([]rune(rec.partitionKey)); n < 1 || n > maxPartitionKeyChars {
+		if n := len([]rune(rec.PartitionKey)); n < 1 || n > maxPartitionKeyChars {
 			t.Fatalf("accepted partition key of %d characters", n)
 		}
-		if rec.explicitHashKey != "" && validateHashKey(rec.explicitHashKey) != nil {
-			t.Fatalf("accepted hash key %q", rec.explicitHashKey)
+		if rec.ExplicitHashKey != "" && validateHashKey(rec.ExplicitHashKey) != nil {
+			t.Fatalf("accepted hash key %q", rec.ExplicitHashKey)
 		}
 	})
 }

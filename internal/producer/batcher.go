@@ -1,4 +1,4 @@
-package kinesis
+package producer
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // algorithm, records gather only while the server is busy with earlier ones), and while every slot
 // is taken the batch keeps filling: load turns into bigger requests rather than more of them.
 type batcher struct {
-	p      *producer
+	p      *Producer
 	linger time.Duration
 
 	// waiting counts records handed to loop whose callers still wait, for Close's log.
@@ -29,7 +29,7 @@ type batcher struct {
 	start sync.Once
 }
 
-func newBatcher(p *producer, linger time.Duration) *batcher {
+func newBatcher(p *Producer, linger time.Duration) *batcher {
 	return &batcher{
 		p:      p,
 		linger: linger,
@@ -75,7 +75,7 @@ type batch struct {
 }
 
 // newBatch starts an empty batch.
-func (p *producer) newBatch() batch {
+func (p *Producer) newBatch() batch {
 	if p.aggregate {
 		return batch{kpl: newPacker(p.aggregateLimit())}
 	}
@@ -85,9 +85,9 @@ func (p *producer) newBatch() batch {
 func (bt *batch) fits(pr *pendingRecord) bool {
 	if bt.kpl != nil {
 		entries, bytes := bt.kpl.cost(pr)
-		return len(bt.kpl.entries)+entries <= maxBatchRecords && bt.kpl.bytes+bytes <= maxBatchBytes
+		return len(bt.kpl.entries)+entries <= MaxBatchRecords && bt.kpl.bytes+bytes <= MaxBatchBytes
 	}
-	return len(bt.entries) < maxBatchRecords && bt.bytes+pr.rec.size() <= maxBatchBytes
+	return len(bt.entries) < MaxBatchRecords && bt.bytes+pr.rec.Size() <= MaxBatchBytes
 }
 
 func (bt *batch) full() bool {
@@ -95,7 +95,7 @@ func (bt *batch) full() bool {
 	if bt.kpl != nil {
 		n = len(bt.kpl.entries)
 	}
-	return n == maxBatchRecords || bt.bytes == maxBatchBytes
+	return n == MaxBatchRecords || bt.bytes == MaxBatchBytes
 }
 
 func (bt *batch) add(pr *pendingRecord) {
@@ -105,7 +105,7 @@ func (bt *batch) add(pr *pendingRecord) {
 		bt.bytes = bt.kpl.bytes
 		return
 	}
-	bt.bytes += pr.rec.size()
+	bt.bytes += pr.rec.Size()
 }
 
 func (b *batcher) loop() {

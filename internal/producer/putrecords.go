@@ -1,4 +1,4 @@
-package kinesis
+package producer
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 
 // PutRecords limits (AWS documentation). The 5 MiB count data and partition keys, not hash keys.
 const (
-	maxBatchRecords = 500
-	maxBatchBytes   = 5 << 20
+	MaxBatchRecords = 500
+	MaxBatchBytes   = 5 << 20
 )
 
 // Who may touch a pendingRecord. A record is answered exactly once: by the sender (done) or, when its
@@ -43,12 +43,8 @@ type pendingRecord struct {
 
 // putResult is a record's outcome. err is the bare cause; callers add their own context.
 type putResult struct {
-	shardID        string
-	sequenceNumber string
-	// aggregated is set when the record went out in a KPL aggregate; sub is then its index there.
-	aggregated bool
-	sub        int
-	err        error
+	Result
+	err error
 }
 
 func newPendingRecord(rec *record, deadline time.Time) *pendingRecord {
@@ -142,9 +138,9 @@ type recordError struct {
 
 func (e *recordError) Error() string { return e.code + ": " + e.message }
 
-// Is lets errors.Is(err, ErrThrottled) see throttled entries as it sees throttled requests.
+// Is lets errors.Is(err, awserr.ErrThrottled) see throttled entries as it sees throttled requests.
 func (e *recordError) Is(target error) bool {
-	return target == ErrThrottled && (e.code == codeThroughputExceeded || e.code == codeKMSThrottling)
+	return target == awserr.ErrThrottled && (e.code == codeThroughputExceeded || e.code == codeKMSThrottling)
 }
 
 const (
@@ -166,7 +162,7 @@ func retryableEntryCode(code string) bool {
 // send puts entries until each has an answer: its shard and sequence number, its own error, or the
 // reason retrying stopped. Only entries that failed with a retryable code are sent again, after a
 // backoff; entries whose callers left before being sent are skipped. ctx bounds the whole send.
-func (p *producer) send(ctx context.Context, entries []*pendingRecord) {
+func (p *Producer) send(ctx context.Context, entries []*pendingRecord) {
 	wait := throttleRetryFirst
 	for {
 		live := claim(entries)
@@ -207,15 +203,15 @@ func claim(entries []*pendingRecord) []*pendingRecord {
 
 // sendOnce makes one request for live and answers every entry except the retryable failures, which
 // it returns to pending.
-func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
-	if len(live) == 1 && live[0].rec.size() > maxBatchBytes {
+func (p *Producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
+	if len(live) == 1 && live[0].rec.Size() > MaxBatchBytes {
 		// Only a stream raised above 5 MiB per record gets here; PutRecords cannot carry it.
 		return p.sendSingle(ctx, live[0])
 	}
 	if p.aggregate {
 		return p.sendAggregated(ctx, live)
 	}
-	out, err := p.putRecords(ctx, putRecordsInput(p.meta.StreamName, live))
+	out, err := p.putRecords(ctx, putRecordsInput(p.stream, live))
 	if err != nil {
 		return failRequest(live, err)
 	}
@@ -223,7 +219,7 @@ func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 		e := &out.Records[i]
 		switch again, failure := entryResult(e); {
 		case failure == nil:
-			pr.answer(putResult{shardID: aws.ToString(e.ShardId), sequenceNumber: aws.ToString(e.SequenceNumber)})
+			pr.answer(putResult{Result: Result{ShardID: aws.ToString(e.ShardId), SequenceNumber: aws.ToString(e.SequenceNumber)}})
 		case again:
 			retry = append(retry, requeue1(pr, failure))
 		default:
@@ -235,7 +231,7 @@ func (p *producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 
 // putRecords makes one PutRecords request. Its error is classified (requestError); an answer whose
 // entries do not match the request's is one.
-func (p *producer) putRecords(ctx context.Context, in *kinesis.PutRecordsInput) (*kinesis.PutRecordsOutput, error) {
+func (p *Producer) putRecords(ctx context.Context, in *kinesis.PutRecordsInput) (*kinesis.PutRecordsOutput, error) {
 	out, err := p.client.PutRecords(ctx, in)
 	if err == nil && len(out.Records) != len(in.Records) {
 		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(in.Records))
@@ -272,12 +268,12 @@ func entryResult(e *types.PutRecordsResultEntry) (again bool, err error) {
 	return false, notWritten(failure)
 }
 
-func (p *producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pendingRecord {
-	out, err := p.client.PutRecord(ctx, putRecordInput(p.meta.StreamName, pr.rec))
+func (p *Producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pendingRecord {
+	out, err := p.client.PutRecord(ctx, putRecordInput(p.stream, pr.rec))
 	if err != nil {
 		return failRequest(pr.one(), requestError(ctx, err))
 	}
-	pr.answer(putResult{shardID: aws.ToString(out.ShardId), sequenceNumber: aws.ToString(out.SequenceNumber)})
+	pr.answer(putResult{Result: Result{ShardID: aws.ToString(out.ShardId), SequenceNumber: aws.ToString(out.SequenceNumber)}})
 	return nil
 }
 
@@ -307,9 +303,9 @@ func putRecordsInput(stream string, live []*pendingRecord) *kinesis.PutRecordsIn
 
 // putRecordsEntry is rec as an entry of a PutRecords request.
 func putRecordsEntry(rec *record) types.PutRecordsRequestEntry {
-	entry := types.PutRecordsRequestEntry{Data: rec.data, PartitionKey: aws.String(rec.partitionKey)}
-	if rec.explicitHashKey != "" {
-		entry.ExplicitHashKey = aws.String(rec.explicitHashKey)
+	entry := types.PutRecordsRequestEntry{Data: rec.Data, PartitionKey: aws.String(rec.PartitionKey)}
+	if rec.ExplicitHashKey != "" {
+		entry.ExplicitHashKey = aws.String(rec.ExplicitHashKey)
 	}
 	return entry
 }
@@ -317,20 +313,21 @@ func putRecordsEntry(rec *record) types.PutRecordsRequestEntry {
 func putRecordInput(stream string, rec *record) *kinesis.PutRecordInput {
 	in := &kinesis.PutRecordInput{
 		StreamName:   aws.String(stream),
-		Data:         rec.data,
-		PartitionKey: aws.String(rec.partitionKey),
+		Data:         rec.Data,
+		PartitionKey: aws.String(rec.PartitionKey),
 	}
-	if rec.explicitHashKey != "" {
-		in.ExplicitHashKey = aws.String(rec.explicitHashKey)
+	if rec.ExplicitHashKey != "" {
+		in.ExplicitHashKey = aws.String(rec.ExplicitHashKey)
 	}
-	if rec.sequenceNumberForOrdering != "" {
-		in.SequenceNumberForOrdering = aws.String(rec.sequenceNumberForOrdering)
+	if rec.SequenceNumberForOrdering != "" {
+		in.SequenceNumberForOrdering = aws.String(rec.SequenceNumberForOrdering)
 	}
 	return in
 }
 
-// errorCode names an entry's failure for bulkCreate's per-entry results.
-func errorCode(err error) string {
+// ErrorCode names a record's failure in a word, for per-record results: the entry's or the
+// request's AWS error code, or why the binding gave up.
+func ErrorCode(err error) string {
 	var (
 		re     *recordError
 		apiErr smithy.APIError

@@ -1,4 +1,4 @@
-package kinesis
+package producer
 
 import (
 	"context"
@@ -27,11 +27,11 @@ import (
 // predict (the stream was resharded), the map is reloaded. Without a map (ListShards denied or
 // failing) records are grouped by their hash key alone, which places them exactly but packs fewer.
 
-// shardMapMinInterval bounds how often a stream in the middle of a reshard is listed.
-const shardMapMinInterval = 250 * time.Millisecond
+// ShardMapMinInterval bounds how often a stream in the middle of a reshard is listed.
+const ShardMapMinInterval = 250 * time.Millisecond
 
 // place sets each record's hash key and predicted shard, loading the shard map first if needed.
-func (p *producer) place(ctx context.Context, recs ...*record) {
+func (p *Producer) place(ctx context.Context, recs ...*record) {
 	m := p.shardMap(ctx)
 	for _, r := range recs {
 		if r == nil {
@@ -43,7 +43,7 @@ func (p *producer) place(ctx context.Context, recs ...*record) {
 }
 
 // predict sets r.shard from m, and marks m out of date when it has no shard for r.
-func (p *producer) predict(m *shardmap.Map, r *record) {
+func (p *Producer) predict(m *shardmap.Map, r *record) {
 	r.shard = ""
 	if m == nil {
 		return
@@ -57,21 +57,21 @@ func (p *producer) predict(m *shardmap.Map, r *record) {
 }
 
 // shardMap is the stream's current shard map, or nil when none can be had.
-func (p *producer) shardMap(ctx context.Context) *shardmap.Map {
+func (p *Producer) shardMap(ctx context.Context) *shardmap.Map {
 	if p.shardsDenied.Load() {
 		return nil
 	}
 	m, err := p.shards.Get(ctx)
 	if err != nil {
 		err = awserr.Classify(err)
-		denied := errors.Is(err, ErrAccessDenied)
+		denied := errors.Is(err, awserr.ErrAccessDenied)
 		if denied {
 			p.shardsDenied.Store(true)
 		}
 		if !p.shardsWarned.Swap(true) || denied {
-			p.logger.Warnf("kinesis binding: aggregation: cannot list the shards of stream %q (%v); records are grouped by partition key only, which packs fewer per aggregate", p.meta.StreamName, err)
+			p.logger.Warnf("kinesis binding: aggregation: cannot list the shards of stream %q (%v); records are grouped by partition key only, which packs fewer per aggregate", p.stream, err)
 		} else {
-			p.logger.Debugf("kinesis binding: aggregation: listing the shards of stream %q failed again: %v", p.meta.StreamName, err)
+			p.logger.Debugf("kinesis binding: aggregation: listing the shards of stream %q failed again: %v", p.stream, err)
 		}
 	}
 	if m != nil && m.Len() == 0 {
@@ -82,24 +82,24 @@ func (p *producer) shardMap(ctx context.Context) *shardmap.Map {
 
 // hashOf is the hash key Kinesis places r by.
 func hashOf(r *record) shardmap.Key {
-	if r.explicitHashKey != "" {
-		if k, err := shardmap.ParseKey(r.explicitHashKey); err == nil { // validated when parsed
+	if r.ExplicitHashKey != "" {
+		if k, err := shardmap.ParseKey(r.ExplicitHashKey); err == nil { // validated when parsed
 			return k
 		}
 	}
-	return shardmap.KeyOf(r.partitionKey)
+	return shardmap.KeyOf(r.PartitionKey)
 }
 
 // aggregateLimit is the largest record an aggregate may become: the stream's maximum record size,
 // and never more than a PutRecords request carries.
-func (p *producer) aggregateLimit() int {
+func (p *Producer) aggregateLimit() int {
 	p.sizeMu.Lock()
 	limit := p.recordSizeMax
 	p.sizeMu.Unlock()
 	if limit <= 0 {
-		limit = defaultMaxRecordSize
+		limit = DefaultMaxRecordSize
 	}
-	return min(limit, maxBatchBytes)
+	return min(limit, MaxBatchBytes)
 }
 
 // groupKey is what records are packed together by: their predicted shard, or, when none is
@@ -128,19 +128,19 @@ func (e *aggEntry) first() *record { return e.members[0].rec }
 // size is what the entry counts against the record size limit and the 5 MiB of a request.
 func (e *aggEntry) size() int {
 	if len(e.members) == 1 {
-		return e.first().size()
+		return e.first().Size()
 	}
-	return e.agg.Size() + len(e.first().partitionKey)
+	return e.agg.Size() + len(e.first().PartitionKey)
 }
 
 // sizeWith is size after adding r.
 func (e *aggEntry) sizeWith(r *record) int {
-	return e.agg.SizeWith(r.partitionKey, r.explicitHashKey, len(r.data)) + len(e.first().partitionKey)
+	return e.agg.SizeWith(r.PartitionKey, r.ExplicitHashKey, len(r.Data)) + len(e.first().PartitionKey)
 }
 
 func (e *aggEntry) add(pr *pendingRecord) {
 	e.members = append(e.members, pr)
-	e.agg.Add(pr.rec.partitionKey, pr.rec.explicitHashKey, pr.rec.data)
+	e.agg.Add(pr.rec.PartitionKey, pr.rec.ExplicitHashKey, pr.rec.Data)
 }
 
 // packer packs user records, in the order added, into PutRecords entries: each group's records go
@@ -164,7 +164,7 @@ func (pk *packer) cost(pr *pendingRecord) (entries, bytes int) {
 			return 0, n - e.size()
 		}
 	}
-	return 1, pr.rec.size()
+	return 1, pr.rec.Size()
 }
 
 func (pk *packer) add(pr *pendingRecord) {
@@ -187,11 +187,11 @@ func (pk *packer) add(pr *pendingRecord) {
 func (pk *packer) requests() [][]*aggEntry {
 	var (
 		out   [][]*aggEntry
-		cur   = make([]*aggEntry, 0, min(len(pk.entries), maxBatchRecords))
+		cur   = make([]*aggEntry, 0, min(len(pk.entries), MaxBatchRecords))
 		bytes int
 	)
 	for _, e := range pk.entries {
-		if len(cur) > 0 && (len(cur) == maxBatchRecords || bytes+e.size() > maxBatchBytes) {
+		if len(cur) > 0 && (len(cur) == MaxBatchRecords || bytes+e.size() > MaxBatchBytes) {
 			out = append(out, cur)
 			cur, bytes = nil, 0
 		}
@@ -207,7 +207,7 @@ func (pk *packer) requests() [][]*aggEntry {
 // sendAggregated packs live into aggregates and puts them, answering each user record from its
 // entry's outcome; it returns the records to send again. The records are grouped by the shard map
 // as it is now, which may be newer than when they were batched.
-func (p *producer) sendAggregated(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
+func (p *Producer) sendAggregated(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
 	m := p.shardMap(ctx)
 	pk := newPacker(p.aggregateLimit())
 	for _, pr := range live {
@@ -227,8 +227,8 @@ func (p *producer) sendAggregated(ctx context.Context, live []*pendingRecord) (r
 }
 
 // putAggregates makes one PutRecords request of entries.
-func (p *producer) putAggregates(ctx context.Context, entries []*aggEntry) (retry []*pendingRecord) {
-	in := &kinesis.PutRecordsInput{StreamName: aws.String(p.meta.StreamName)}
+func (p *Producer) putAggregates(ctx context.Context, entries []*aggEntry) (retry []*pendingRecord) {
+	in := &kinesis.PutRecordsInput{StreamName: aws.String(p.stream)}
 	sent := make([]*aggEntry, 0, len(entries))
 	for _, e := range entries {
 		entry, err := requestEntry(e)
@@ -260,7 +260,7 @@ func (p *producer) putAggregates(ctx context.Context, entries []*aggEntry) (retr
 
 // answerEntry answers an entry's members from its result, and reloads the shard map when the entry
 // landed on a shard other than the one predicted.
-func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (retry []*pendingRecord) {
+func (p *Producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (retry []*pendingRecord) {
 	switch again, err := entryResult(res); {
 	case err == nil:
 		shardID := aws.ToString(res.ShardId)
@@ -270,7 +270,7 @@ func (p *producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (r
 		}
 		aggregated := len(e.members) > 1
 		for j, pr := range e.members {
-			pr.answer(putResult{shardID: shardID, sequenceNumber: aws.ToString(res.SequenceNumber), aggregated: aggregated, sub: j})
+			pr.answer(putResult{Result: Result{ShardID: shardID, SequenceNumber: aws.ToString(res.SequenceNumber), Aggregated: aggregated, SubSequenceNumber: j}})
 		}
 	case again:
 		return requeue(e.members, err)
@@ -295,7 +295,7 @@ func requestEntry(e *aggEntry) (types.PutRecordsRequestEntry, error) {
 	}
 	return types.PutRecordsRequestEntry{
 		Data:            data,
-		PartitionKey:    aws.String(first.partitionKey),
+		PartitionKey:    aws.String(first.PartitionKey),
 		ExplicitHashKey: aws.String(first.hash.String()),
 	}, nil
 }
