@@ -1,7 +1,9 @@
 // Package kinesis is Dapr's bindings.aws.kinesis component: an output binding that puts records on an
 // AWS Kinesis data stream and an input binding that consumes it, under shard leases and checkpoints
 // kept in a DynamoDB lease table, by polling (shared mode) or through enhanced fan-out (extended
-// mode). The consumer engine is under internal/ (engine, leases, shardread, delivery).
+// mode). The producer (internal/producer) and the consumer engine (internal/engine, leases,
+// shardread, delivery) live under internal/; this package parses Dapr's requests and metadata and
+// wires them to those (README: "Layout").
 //
 // It is a drop-in for components-contrib's bindings/aws/kinesis: daprd builds register
 // [NewAWSKinesis] for both sides (README: "Building a daprd with this binding"), and the examples

@@ -33,7 +33,6 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
-	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
 	"github.com/dapr/kit/logger"
 )
 
@@ -811,18 +810,6 @@ func closeIdleTestConnections(srv *localaws.Servers) {
 	if c, ok := srv.AWSConfig().HTTPClient.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-}
-
-// Not parallel: the conformance suite keeps state in package variables.
-func TestConformanceSharedRead(t *testing.T) {
-	stream := localaws.NewStream(t, 1)
-	props := shProps(t, stream, localaws.UniqueName("conformance"), "initialPosition", "")
-	cfg, err := conformance.NewTestConfig("aws.kinesis", []string{"operations", "create", "read"}, map[string]any{
-		"output":             map[string]string{reqPartitionKey: "conformance"},
-		"readBindingTimeout": "30s",
-	})
-	require.NoError(t, err)
-	conformance.ConformanceTests(t, props, NewAWSKinesis(logger.NewLogger("conformance-in")), NewAWSKinesis(logger.NewLogger("conformance-out")), cfg)
 }
 
 func TestSharedDefaultWorkerIDIsUniquePerInstance(t *testing.T) {

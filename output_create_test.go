@@ -1,13 +1,16 @@
 package kinesis
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -15,6 +18,143 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 )
+
+func TestCreateWritesTheRecordAndReturnsItsPosition(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 2)
+	b := newBinding(t, localProps(t, stream))
+	client := localaws.Get(t).KinesisClient()
+
+	// A hash key picks the shard: 0 falls in the first shard's range, 2^128-1 in the last.
+	cases := []struct {
+		data, key, hashKey, wantShard string
+	}{
+		{`{"order":1}`, "customer-1", "0", "shardId-000000000000"},
+		{`{"order":2}`, "customer-2", "340282366920938463463374607431768211455", "shardId-000000000001"},
+	}
+	for _, tc := range cases {
+		resp, err := create(t.Context(), b, []byte(tc.data), map[string]string{
+			reqPartitionKey: tc.key, reqExplicitHashKey: tc.hashKey,
+		})
+		require.NoError(t, err)
+		require.NotNil(t, resp)
+		assert.Equal(t, tc.wantShard, resp.Metadata[respShardID])
+		require.NotEmpty(t, resp.Metadata[respSequenceNumber])
+
+		recs := readShard(t, client, stream, resp.Metadata[respShardID])
+		require.Len(t, recs, 1)
+		assert.Equal(t, tc.data, string(recs[0].Data))
+		assert.Equal(t, tc.key, aws.ToString(recs[0].PartitionKey))
+		assert.Equal(t, resp.Metadata[respSequenceNumber], aws.ToString(recs[0].SequenceNumber))
+	}
+
+	// Without a partition key the record still lands, under a generated key.
+	resp, err := create(t.Context(), b, []byte("no key"), nil)
+	require.NoError(t, err)
+	var found bool
+	for _, r := range readShard(t, client, stream, resp.Metadata[respShardID]) {
+		if aws.ToString(r.SequenceNumber) == resp.Metadata[respSequenceNumber] {
+			found = true
+			assert.Equal(t, "no key", string(r.Data))
+			assert.Len(t, aws.ToString(r.PartitionKey), 36, "a UUID")
+		}
+	}
+	assert.True(t, found)
+}
+
+func TestCreateAcceptsARecordOfExactlyTheMaximumSize(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 1)
+	b := newBinding(t, localProps(t, stream))
+	data := bytes.Repeat([]byte("x"), defaultMaxRecordSize-1)
+	resp, err := create(t.Context(), b, data, map[string]string{reqPartitionKey: "k"})
+	require.NoError(t, err)
+	assert.NotEmpty(t, resp.Metadata[respSequenceNumber])
+}
+
+func TestCreateRejectsBadInputAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 2)
+	b := newBinding(t, localProps(t, stream))
+
+	tests := []struct {
+		name string
+		req  bindings.InvokeRequest
+		want string
+	}{
+		{"unknown operation", bindings.InvokeRequest{Operation: "delete", Data: []byte("x")}, `unsupported operation "delete"; supported: create`},
+		{"partition key too long", bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: []byte("x"),
+			Metadata: map[string]string{reqPartitionKey: strings.Repeat("k", 257)}}, "'partitionKey' must be 1 to 256 characters"},
+		{"hash key not decimal", bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: []byte("x"),
+			Metadata: map[string]string{reqExplicitHashKey: "abc"}}, "'explicitHashKey' must be a decimal integer"},
+		{"hash key out of range", bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: []byte("x"),
+			Metadata: map[string]string{reqExplicitHashKey: "340282366920938463463374607431768211456"}}, "'explicitHashKey' must be at most 2^128-1"},
+		{"bad ordering number", bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: []byte("x"),
+			Metadata: map[string]string{reqSequenceNumberForOrdering: "-3"}}, "'sequenceNumberForOrdering' must be a decimal"},
+		{"data plus key over 1 MiB", bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: bytes.Repeat([]byte("x"), defaultMaxRecordSize),
+			Metadata: map[string]string{reqPartitionKey: "k"}}, "exceeds the stream's maximum record size of 1048576 bytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := b.Invoke(t.Context(), &tc.req)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	_, err := b.Invoke(t.Context(), nil)
+	require.ErrorIs(t, err, errNilRequest)
+
+	assert.Empty(t, streamRecords(t, localaws.Get(t).KinesisClient(), stream), "a rejected request must write nothing")
+}
+
+func TestCreateOnMissingStreamSaysSo(t *testing.T) {
+	t.Parallel()
+	b := newBinding(t, localProps(t, localaws.UniqueName("missing")))
+	_, err := create(t.Context(), b, []byte("x"), nil)
+	require.ErrorIs(t, err, ErrStreamNotFound)
+}
+
+// TestCreateRetriesThrottlingWithinTheDeadline covers the PutRecord path (batchLinger 0, as upstream);
+// the coalesced PutRecords path has its own throttling tests.
+func TestCreateRetriesThrottlingWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	stream := localaws.NewStream(t, 1)
+	props := localProps(t, stream)
+	props["batchLinger"] = "0"
+
+	t.Run("recovers", func(t *testing.T) {
+		faults := newFaultClient(func(op string, call int, req *http.Request) *http.Response {
+			if op == "PutRecord" && call <= 3 {
+				return throttled(req)
+			}
+			return nil
+		})
+		b := newBinding(t, props, func(b *AWSKinesis) { b.sdkHTTPClient = faults })
+		resp, err := create(t.Context(), b, []byte("after throttling"), map[string]string{reqPartitionKey: "k"})
+		require.NoError(t, err)
+		assert.Equal(t, 4, faults.count("PutRecord"), "three throttled attempts, then the one that landed")
+
+		recs := readShard(t, localaws.Get(t).KinesisClient(), stream, resp.Metadata[respShardID])
+		require.Len(t, recs, 1, "written once")
+		assert.Equal(t, "after throttling", string(recs[0].Data))
+	})
+
+	t.Run("gives up at the deadline", func(t *testing.T) {
+		faults := newFaultClient(func(op string, _ int, req *http.Request) *http.Response {
+			if op == "PutRecord" {
+				return throttled(req)
+			}
+			return nil
+		})
+		b := newBinding(t, props, func(b *AWSKinesis) { b.sdkHTTPClient = faults })
+		ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+		defer cancel()
+		_, err := create(ctx, b, []byte("never"), nil)
+		require.ErrorIs(t, err, ErrThrottled)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Greater(t, faults.count("PutRecord"), 1, "throttling is retried")
+	})
+}
 
 // callerResult is what one concurrent create caller got back.
 type callerResult struct {

@@ -10,7 +10,7 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/testwait"
 )
 
-// TestSharedKilledReplicaIsTakenOver: a replica in another process (crash_child_test.go) shares the
+// TestSharedKilledReplicaIsTakenOver: a replica in another process (reliability_crash_child_test.go) shares the
 // stream with one in this process and is SIGKILLed, leaving its leases held. The survivor must own
 // every shard within the lease duration plus a few seconds, and every record must be delivered by
 // one or the other.

@@ -49,7 +49,7 @@ func runInputScenario(t *testing.T, mode consumerMode, srv *localaws.Servers, fa
 	}
 	props := withConsumer(serverProps(srv, stream, rig.kinesis.URL(), rig.dynamo.URL()), mode)
 	if mode == modeExtended {
-		props["shardSyncInterval"] = "200ms" // as extended_test.go: leases taken quickly
+		props["shardSyncInterval"] = "200ms" // as input_extended_test.go: leases taken quickly
 	}
 	t.Cleanup(func() { logLeasesOnFailure(t, srv, props["consumerName"]) })
 	b := newBinding(t, props, configure...)
@@ -142,8 +142,8 @@ func TestSharedInputSurvivesFaults(t *testing.T) {
 }
 
 // TestExtendedInputSurvivesFaults: the same faults under enhanced fan-out, where a cut ends a
-// subscription mid-stream. Reads go through fanoutFixClient (extended_test.go), which gives
-// kinesis-local's SubscribeToShard the initial event the SDK needs.
+// subscription mid-stream. Reads go through fanoutFixClient (input_extended_fanoutfix_test.go),
+// which gives kinesis-local's SubscribeToShard the initial event the SDK needs.
 func TestExtendedInputSurvivesFaults(t *testing.T) {
 	t.Parallel()
 	srv := localaws.Get(t)

@@ -25,7 +25,6 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/testwait"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
-	conformance "github.com/dapr/components-contrib/tests/conformance/bindings"
 	"github.com/dapr/kit/logger"
 )
 
@@ -492,17 +491,4 @@ func TestExtendedSubscribeThrottlingBacksOff(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, "Subscribing to the shard failed, retrying with backoff"), "one warning for the episode")
 	assert.Contains(t, out, "LimitExceededException")
 	assert.Equal(t, 1, strings.Count(out, "Subscribing to the shard works again after 4 failed attempts"))
-}
-
-// Not parallel: the conformance suite keeps state in package variables.
-func TestConformanceExtendedRead(t *testing.T) {
-	stream := localaws.NewStream(t, 1)
-	cfg, err := conformance.NewTestConfig("aws.kinesis", []string{"operations", "create", "read"}, map[string]any{
-		"output":             map[string]string{reqPartitionKey: "conformance"},
-		"readBindingTimeout": "30s",
-	})
-	require.NoError(t, err)
-	in := NewAWSKinesis(logger.NewLogger("conformance-extended-in")).(*AWSKinesis)
-	in.sdkHTTPClient = newFanoutFixClient()
-	conformance.ConformanceTests(t, extendedProps(t, stream), in, NewAWSKinesis(logger.NewLogger("conformance-extended-out")), cfg)
 }

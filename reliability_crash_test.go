@@ -27,7 +27,7 @@ import (
 )
 
 // Crash tests: real processes (this test binary, started again in a child mode, see
-// crash_child_test.go) killed with SIGKILL, which no deferred function or Close survives.
+// reliability_crash_child_test.go) killed with SIGKILL, which no deferred function or Close survives.
 
 // child is a running crash-test child process.
 type child struct {
