@@ -98,9 +98,11 @@ func TestStartFailures(t *testing.T) {
 		},
 		"server never answers": {
 			kinesisLocal: `console.log("pretending"); setInterval(() => {}, 1e6);`,
-			timeout:      300 * time.Millisecond,
-			wantErr:      []string{"kinesis-local not ready", "pretending"},
-			wantIs:       context.DeadlineExceeded,
+			// Long enough for node to start and print, which the error must quote: at 300 ms a
+			// loaded machine reached the deadline before node had printed anything (seen once).
+			timeout: 5 * time.Second,
+			wantErr: []string{"kinesis-local not ready", "pretending"},
+			wantIs:  context.DeadlineExceeded,
 		},
 	}
 	for name, tt := range tests {
