@@ -106,6 +106,9 @@ func (a *AWSKinesis) kinesisOptions(o *kinesis.Options) {
 	if a.sdkHTTPClient != nil {
 		o.HTTPClient = a.sdkHTTPClient
 	}
+	if a.meta.StreamARN != "" {
+		o.APIOptions = append(o.APIOptions, addressByARN(a.meta.StreamName, a.meta.StreamARN))
+	}
 }
 
 // dynamoDBOptions points the lease-table client at its endpoint. Its requests recur every shard

@@ -142,7 +142,7 @@ func TestInitRejectsBadMetadataWithoutNetwork(t *testing.T) {
 	b := NewAWSKinesis(logger.NewLogger(t.Name()))
 	err := b.Init(t.Context(), bindings.Metadata{Base: metadata.Base{Properties: map[string]string{"mode": "turbo"}}})
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "'streamName' is required")
+	assert.Contains(t, err.Error(), "'streamName' is required (or 'streamARN')")
 	require.NoError(t, b.Close())
 }
 

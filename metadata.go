@@ -1,10 +1,12 @@
 package kinesis
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +80,7 @@ const (
 // names, in metadata.yaml; the AWS credential fields come from the built-in "aws" profile.
 type kinesisMetadata struct {
 	StreamName   string       `json:"streamName" mapstructure:"streamName"`
+	StreamARN    string       `json:"streamARN" mapstructure:"streamARN"`
 	ConsumerName string       `json:"consumerName" mapstructure:"consumerName"`
 	Mode         consumerMode `json:"mode" mapstructure:"mode"`
 	Endpoint     string       `json:"endpoint" mapstructure:"endpoint"`
@@ -123,6 +126,7 @@ type kinesisMetadata struct {
 
 	// Derived while validating.
 	initialTimestamp time.Time
+	arnRegion        string // the region of StreamARN
 }
 
 // defaultMetadata holds every default; decoding overwrites what the component sets.
@@ -162,8 +166,11 @@ func parseMetadata(props map[string]string) (kinesisMetadata, error) {
 func (m *kinesisMetadata) validate() error {
 	m.StreamName = strings.TrimSpace(m.StreamName)
 	m.ConsumerName = strings.TrimSpace(m.ConsumerName)
+	if err := m.validateStreamARN(); err != nil {
+		return err
+	}
 	if m.StreamName == "" {
-		return errors.New("'streamName' is required")
+		return errors.New("'streamName' is required (or 'streamARN')")
 	}
 	if err := checkName("streamName", m.StreamName, 1, 128); err != nil {
 		return err
@@ -365,11 +372,34 @@ func (m *kinesisMetadata) dynamoDBEndpoint() string {
 	return m.Endpoint
 }
 
+// streamARNPattern is a Kinesis stream ARN: partition, region, account, stream name.
+var streamARNPattern = regexp.MustCompile(`^arn:(aws[a-z-]*):kinesis:([a-z0-9-]+):([0-9]{12}):stream/([a-zA-Z0-9_.-]{1,128})$`)
+
+// validateStreamARN checks streamARN and takes the stream's name and region from it. streamName
+// may be set too, to the same stream: a component that names both keeps working when one is
+// removed.
+func (m *kinesisMetadata) validateStreamARN() error {
+	m.StreamARN = strings.TrimSpace(m.StreamARN)
+	if m.StreamARN == "" {
+		return nil
+	}
+	parts := streamARNPattern.FindStringSubmatch(m.StreamARN)
+	if parts == nil {
+		return fmt.Errorf("'streamARN' must be a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME), got %q", m.StreamARN)
+	}
+	name := parts[4]
+	if m.StreamName != "" && m.StreamName != name {
+		return fmt.Errorf("'streamName' %q and 'streamARN' (stream %q) name different streams; set one of them", m.StreamName, name)
+	}
+	m.StreamName, m.arnRegion = name, parts[2]
+	return nil
+}
+
 func (m *kinesisMetadata) authOptions(log logger.Logger, props map[string]string) awsauth.Options {
 	return awsauth.Options{
 		Logger:                log,
 		Properties:            props,
-		Region:                m.Region,
+		Region:                cmp.Or(m.Region, m.arnRegion), // the stream's region unless one is set
 		Endpoint:              m.Endpoint,
 		AccessKey:             m.AccessKey,
 		SecretKey:             m.SecretKey,

@@ -127,14 +127,33 @@ func TestParseMetadataDerivedDefaults(t *testing.T) {
 	assert.Equal(t, time.Unix(1700000000, 0).UTC(), m.initialTimestamp)
 }
 
+func TestParseMetadataStreamARN(t *testing.T) {
+	const arn = "arn:aws-cn:kinesis:cn-north-1:123456789012:stream/orders.v2"
+	for name, props := range map[string]map[string]string{
+		"ARN only":              {"streamARN": " " + arn + " "},
+		"ARN and the same name": {"streamARN": arn, "streamName": "orders.v2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, err := parseMetadata(props)
+			require.NoError(t, err)
+			assert.Equal(t, arn, m.StreamARN)
+			assert.Equal(t, "orders.v2", m.StreamName, "the name, for logs, read metadata and the envelope")
+			assert.Equal(t, "cn-north-1", m.authOptions(nil, props).Region, "the stream's region")
+		})
+	}
+	m, err := parseMetadata(map[string]string{"streamARN": arn, "region": "eu-west-1"})
+	require.NoError(t, err)
+	assert.Equal(t, "eu-west-1", m.authOptions(nil, nil).Region, "a region that is set wins")
+}
+
 func TestParseMetadataErrors(t *testing.T) {
 	tests := []struct {
 		name  string
 		props map[string]string
 		want  string
 	}{
-		{"missing stream", map[string]string{}, "'streamName' is required"},
-		{"blank stream", map[string]string{"streamName": "  "}, "'streamName' is required"},
+		{"missing stream", map[string]string{}, "'streamName' is required (or 'streamARN')"},
+		{"blank stream", map[string]string{"streamName": "  "}, "'streamName' is required (or 'streamARN')"},
 		{"long stream", map[string]string{"streamName": strings.Repeat("s", 129)}, "'streamName' must be 1 to 128 characters, got 129"},
 		{"unknown mode", map[string]string{"streamName": "s", "mode": "turbo"}, `'mode' must be one of shared, extended; got "turbo"`},
 		{"unknown position", map[string]string{"streamName": "s", "initialPosition": "EARLIEST"}, "'initialPosition' must be one of"},
@@ -179,6 +198,12 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"aggregation unknown", map[string]string{"streamName": "s", "aggregation": "zip"}, `'aggregation' must be one of none, kpl; got "zip"`},
 		{"aggregation without linger", map[string]string{"streamName": "s", "aggregation": "kpl", "batchLinger": "0"}, "'aggregation' kpl packs concurrent creates through the coalescer: it needs 'batchLinger' greater than 0"},
 		{"stealing not a bool", map[string]string{"streamName": "s", "deregisterConsumerOnClose": "maybe"}, ""},
+		{"stream ARN not an ARN", map[string]string{"streamARN": "orders"}, `'streamARN' must be a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME), got "orders"`},
+		{"stream ARN of a consumer", map[string]string{"streamARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders/consumer/app:1"}, "'streamARN' must be a Kinesis stream ARN"},
+		{"stream ARN of another service", map[string]string{"streamARN": "arn:aws:sqs:eu-west-1:123456789012:stream/orders"}, "'streamARN' must be a Kinesis stream ARN"},
+		{"stream ARN with a short account", map[string]string{"streamARN": "arn:aws:kinesis:eu-west-1:1234:stream/orders"}, "'streamARN' must be a Kinesis stream ARN"},
+		{"stream name and ARN disagree", map[string]string{"streamName": "payments", "streamARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"},
+			`'streamName' "payments" and 'streamARN' (stream "orders") name different streams; set one of them`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
