@@ -21,7 +21,20 @@ const (
 // kinesalite) and waits until it is ACTIVE. The SDK's waiter polls every 10 s;
 // the emulators activate a stream in 50 ms.
 func (s *Servers) CreateStream(ctx context.Context, client *kinesis.Client, name string, shards int32) error {
-	_, err := client.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)})
+	return createStream(ctx, client, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(shards)})
+}
+
+// CreateOnDemandStream creates an on-demand stream (kinesis-local gives it 4 shards), the kind
+// that can place records itself (see AutoDistribution), and waits until it is ACTIVE.
+func (s *Servers) CreateOnDemandStream(ctx context.Context, client *kinesis.Client, name string) error {
+	return createStream(ctx, client, &kinesis.CreateStreamInput{
+		StreamName: aws.String(name), StreamModeDetails: &types.StreamModeDetails{StreamMode: types.StreamModeOnDemand},
+	})
+}
+
+func createStream(ctx context.Context, client *kinesis.Client, in *kinesis.CreateStreamInput) error {
+	name := aws.ToString(in.StreamName)
+	_, err := client.CreateStream(ctx, in)
 	if err != nil {
 		return fmt.Errorf("localaws: create stream %q: %w", name, err)
 	}

@@ -92,11 +92,26 @@ func NewStream(t testing.TB, shards int32) string {
 // NewStreamOn is NewStream on servers of the test's own (started with Start).
 func NewStreamOn(t testing.TB, s *Servers, shards int32) string {
 	t.Helper()
+	return newStream(t, s, func(ctx context.Context, client *kinesis.Client, name string) error {
+		return s.CreateStream(ctx, client, name, shards)
+	})
+}
+
+// NewOnDemandStream creates an on-demand stream (4 shards on kinesis-local) on the shared servers
+// for the test and deletes it when the test ends.
+func NewOnDemandStream(t testing.TB) string {
+	t.Helper()
+	s := Get(t)
+	return newStream(t, s, s.CreateOnDemandStream)
+}
+
+func newStream(t testing.TB, s *Servers, create func(context.Context, *kinesis.Client, string) error) string {
+	t.Helper()
 	client := s.KinesisClient()
 	name := UniqueName(t.Name())
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := s.CreateStream(ctx, client, name, shards); err != nil {
+	if err := create(ctx, client, name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
