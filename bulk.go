@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/dapr-kinesis/kinesis/internal/producer"
+	"github.com/dapr-kinesis/kinesis/internal/streaminfo"
 )
 
 // Request metadata and response keys of bulkCreate.
@@ -50,7 +51,7 @@ type bulkRequest struct {
 
 // parseBulkRequest decodes the payload. A payload that is not a JSON array is an error and nothing
 // is sent; an element that is not a valid record is reported in its own result and not sent.
-func parseBulkRequest(data []byte, md map[string]string, maxRecordSize int) (*bulkRequest, error) {
+func parseBulkRequest(data []byte, md map[string]string, stream streaminfo.Info) (*bulkRequest, error) {
 	encoding := strings.ToLower(md[reqDataEncoding])
 	switch encoding {
 	case "":
@@ -72,7 +73,7 @@ func parseBulkRequest(data []byte, md map[string]string, maxRecordSize int) (*bu
 
 	req := &bulkRequest{records: make([]*producer.Record, len(elems)), results: make([]bulkResult, len(elems))}
 	for i, elem := range elems {
-		rec, err := parseBulkEntry(elem, md, encoding, maxRecordSize)
+		rec, err := parseBulkEntry(elem, md, encoding, stream)
 		if err != nil {
 			req.results[i] = bulkResult{ErrorCode: codeInvalidEntry, ErrorMessage: err.Error()}
 			continue
@@ -84,7 +85,7 @@ func parseBulkRequest(data []byte, md map[string]string, maxRecordSize int) (*bu
 
 // parseBulkEntry validates one element. Request metadata partitionKey and explicitHashKey are the
 // defaults for elements that set none.
-func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string, maxRecordSize int) (*producer.Record, error) {
+func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string, stream streaminfo.Info) (*producer.Record, error) {
 	var e bulkEntry
 	dec := json.NewDecoder(bytes.NewReader(elem))
 	dec.DisallowUnknownFields() // a misspelt "partitionkey" must not silently become a random key
@@ -113,10 +114,10 @@ func parseBulkEntry(elem json.RawMessage, md map[string]string, encoding string,
 	if hk == "" {
 		hk = md[reqExplicitHashKey]
 	}
-	if err := setKeys(rec, pk, hk); err != nil {
+	if err := setKeys(rec, pk, hk, stream.Auto); err != nil {
 		return nil, err
 	}
-	if err := rec.CheckSize(maxRecordSize); err != nil {
+	if err := rec.CheckSize(stream.MaxRecordSize); err != nil {
 		return nil, err
 	}
 	return rec, nil

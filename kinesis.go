@@ -48,8 +48,9 @@ type AWSKinesis struct {
 	producer      *producer.Producer
 	sdkHTTPClient aws.HTTPClient   // test seam only: set by tests in this package, never by metadata
 	wallClock     func() time.Time // test seam only: the clock lease timeouts are written with
-	// test seam only: how long the producer's Close waits for requests in flight (0: its default)
-	producerCloseGrace time.Duration
+	// test seams only: how long the producer's Close waits for requests in flight, and how often it
+	// asks the stream how it places records (0: their defaults)
+	producerCloseGrace, producerStreamRefresh time.Duration
 
 	closed   atomic.Bool
 	closeCh  chan struct{}
@@ -68,8 +69,9 @@ func NewAWSKinesis(log logger.Logger) bindings.InputOutputBinding {
 	return &AWSKinesis{logger: log, closeCh: make(chan struct{})}
 }
 
-// Init parses the metadata and builds the AWS clients. Nothing is sent to AWS: daprd calls Init for
-// both directions, and a stream that is missing is reported by Ping and by the first call.
+// Init parses the metadata and builds the AWS clients. Nothing is sent to AWS (daprd calls Init for
+// both directions, and a stream that is missing is reported by Ping and by the first call), except
+// with aggregation kpl: then one DescribeStreamSummary makes sure the stream places records by key.
 func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
 	if a.closed.Load() {
 		return ErrClosed
@@ -91,6 +93,10 @@ func (a *AWSKinesis) Init(ctx context.Context, md bindings.Metadata) error {
 	a.client = kinesis.NewFromConfig(cfg, a.kinesisOptions)
 	a.dynamoDB = dynamodb.NewFromConfig(cfg, a.dynamoDBOptions)
 	a.producer = a.newProducer()
+	if err := a.checkAggregation(ctx); err != nil {
+		a.producer = nil
+		return err
+	}
 	a.initDone.Store(true)
 	return nil
 }
@@ -133,7 +139,7 @@ func (a *AWSKinesis) Ping(ctx context.Context) error {
 	if !a.initDone.Load() {
 		return errors.New("kinesis binding error: ping before Init")
 	}
-	if _, err := a.producer.MaxRecordSize(ctx); err != nil {
+	if _, err := a.producer.Describe(ctx); err != nil {
 		return fmt.Errorf("kinesis binding error: ping stream %q: %w", a.meta.StreamName, err)
 	}
 	return nil

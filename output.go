@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/dapr-kinesis/kinesis/internal/producer"
 	"github.com/dapr/components-contrib/bindings"
@@ -14,14 +15,40 @@ import (
 // newProducer builds the output side from the metadata; it sends nothing until the first call.
 func (a *AWSKinesis) newProducer() *producer.Producer {
 	return producer.New(producer.Config{
-		Client:      a.client,
-		Stream:      a.meta.StreamName,
-		MaxInFlight: a.meta.MaxInFlightBatches,
-		Linger:      a.meta.BatchLinger,
-		Aggregate:   a.meta.Aggregation == aggregationKPL,
-		CloseGrace:  a.producerCloseGrace,
-		Log:         a.logger,
+		Client:        a.client,
+		Stream:        a.meta.StreamName,
+		MaxInFlight:   a.meta.MaxInFlightBatches,
+		Linger:        a.meta.BatchLinger,
+		Aggregate:     a.meta.Aggregation == aggregationKPL,
+		CloseGrace:    a.producerCloseGrace,
+		StreamRefresh: a.producerStreamRefresh,
+		Log:           a.logger,
 	})
+}
+
+// initDescribeTimeout bounds Init's DescribeStreamSummary, so that an unreachable endpoint delays
+// daprd's start by seconds at most.
+const initDescribeTimeout = 10 * time.Second
+
+// checkAggregation refuses aggregation kpl on a stream that places records itself
+// (RecordDistributionStrategy AUTO): every KCL reader of the stream would lose the aggregates'
+// records without an error. A stream that cannot be described keeps today's behaviour; one switched
+// to AUTO later gets plain records from the moment the producer learns it (see internal/producer).
+func (a *AWSKinesis) checkAggregation(ctx context.Context) error {
+	if a.meta.Aggregation != aggregationKPL {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, initDescribeTimeout)
+	defer cancel()
+	info, err := a.producer.Describe(ctx)
+	switch {
+	case err == nil && info.Auto:
+		return fmt.Errorf("kinesis binding error: 'aggregation' %s cannot be used on stream %q: the stream places records itself (RecordDistributionStrategy AUTO), and KCL readers drop the records of KPL aggregates written there; set 'aggregation' to %s",
+			aggregationKPL, a.meta.StreamName, aggregationNone)
+	case err != nil && !errors.Is(err, ErrAccessDenied): // a denial was logged by the producer
+		a.logger.Warnf("kinesis binding: cannot check how stream %q places records (kinesis:DescribeStreamSummary: %v); aggregation stays on until the stream says it places records itself", a.meta.StreamName, err)
+	}
+	return nil
 }
 
 // Invoke runs an output operation.
@@ -46,7 +73,7 @@ func (a *AWSKinesis) Invoke(ctx context.Context, req *bindings.InvokeRequest) (*
 }
 
 func (a *AWSKinesis) create(ctx context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
-	rec, err := parseCreateRequest(req.Data, req.Metadata)
+	rec, err := parseCreateRequest(req.Data, req.Metadata, a.producer.Stream(ctx).Auto)
 	if err != nil {
 		return nil, fmt.Errorf("kinesis binding error: %w", err)
 	}
@@ -71,7 +98,7 @@ func (a *AWSKinesis) create(ctx context.Context, req *bindings.InvokeRequest) (*
 }
 
 func (a *AWSKinesis) bulkCreate(ctx context.Context, req *bindings.InvokeRequest) (*bindings.InvokeResponse, error) {
-	br, err := parseBulkRequest(req.Data, req.Metadata, a.producer.RecordSizeLimit(ctx))
+	br, err := parseBulkRequest(req.Data, req.Metadata, a.producer.Stream(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("kinesis binding error: %w", err)
 	}

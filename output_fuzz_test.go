@@ -3,6 +3,8 @@ package kinesis
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/dapr-kinesis/kinesis/internal/streaminfo"
 )
 
 // FuzzParseBulkRequest: any payload either fails as a whole or yields one result slot per array
@@ -15,7 +17,7 @@ func FuzzParseBulkRequest(f *testing.F) {
 	f.Add([]byte(`[null, 1, "x", [], {}]`), "json")
 	f.Add([]byte(`[{"data":1,"explicitHashKey":"340282366920938463463374607431768211456"}]`), "")
 	f.Fuzz(func(t *testing.T, payload []byte, encoding string) {
-		br, err := parseBulkRequest(payload, map[string]string{reqDataEncoding: encoding}, defaultMaxRecordSize)
+		br, err := parseBulkRequest(payload, map[string]string{reqDataEncoding: encoding}, streaminfo.Info{MaxRecordSize: defaultMaxRecordSize})
 		if err != nil {
 			return
 		}

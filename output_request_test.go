@@ -14,20 +14,20 @@ func TestParseCreateRequest(t *testing.T) {
 		reqPartitionKey:              "key-1",
 		reqExplicitHashKey:           "340282366920938463463374607431768211455",
 		reqSequenceNumberForOrdering: "49590338271490256608559692538361571095921575989136588898",
-	})
+	}, false)
 	require.NoError(t, err)
 	assert.Equal(t, "key-1", rec.PartitionKey)
 	assert.Equal(t, "340282366920938463463374607431768211455", rec.ExplicitHashKey)
 	assert.Equal(t, "49590338271490256608559692538361571095921575989136588898", rec.SequenceNumberForOrdering)
 	assert.Equal(t, 6, rec.Size())
 
-	rec, err = parseCreateRequest(nil, nil)
+	rec, err = parseCreateRequest(nil, nil, false)
 	require.NoError(t, err)
 	_, err = uuid.Parse(rec.PartitionKey)
 	require.NoError(t, err, "a missing partition key becomes a random UUID")
 	assert.Empty(t, rec.ExplicitHashKey)
 
-	rec, err = parseCreateRequest(nil, map[string]string{reqPartitionKey: strings.Repeat("é", 256), reqExplicitHashKey: "0"})
+	rec, err = parseCreateRequest(nil, map[string]string{reqPartitionKey: strings.Repeat("é", 256), reqExplicitHashKey: "0"}, false)
 	require.NoError(t, err, "256 characters is the limit, not 256 bytes")
 	assert.Equal(t, "0", rec.ExplicitHashKey)
 }
@@ -50,7 +50,7 @@ func TestParseCreateRequestErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseCreateRequest([]byte("x"), tc.md)
+			_, err := parseCreateRequest([]byte("x"), tc.md, false)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -65,7 +65,7 @@ func FuzzParseCreateRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key, hash, seq string) {
 		rec, err := parseCreateRequest([]byte("d"), map[string]string{
 			reqPartitionKey: key, reqExplicitHashKey: hash, reqSequenceNumberForOrdering: seq,
-		})
+		}, false)
 		if err != nil {
 			return
 		}

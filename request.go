@@ -40,13 +40,17 @@ var (
 	maxHashKey      = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
 )
 
-// parseCreateRequest validates the request metadata of a create call.
-func parseCreateRequest(data []byte, md map[string]string) (producer.Record, error) {
+// parseCreateRequest validates the request metadata of a create call for a stream that places
+// records by their keys or, with auto, itself (RecordDistributionStrategy AUTO).
+func parseCreateRequest(data []byte, md map[string]string, auto bool) (producer.Record, error) {
 	rec := producer.Record{Data: data}
-	if err := setKeys(&rec, md[reqPartitionKey], md[reqExplicitHashKey]); err != nil {
+	if err := setKeys(&rec, md[reqPartitionKey], md[reqExplicitHashKey], auto); err != nil {
 		return producer.Record{}, err
 	}
 	if seq := md[reqSequenceNumberForOrdering]; seq != "" {
+		if auto {
+			return producer.Record{}, placedByStream(reqSequenceNumberForOrdering, "refuses it")
+		}
 		if !seqOrderPattern.MatchString(seq) {
 			return producer.Record{}, fmt.Errorf("request metadata '%s' must be a decimal sequence number", reqSequenceNumberForOrdering)
 		}
@@ -56,9 +60,16 @@ func parseCreateRequest(data []byte, md map[string]string) (producer.Record, err
 }
 
 // setKeys validates and sets the partition and explicit hash keys. An empty partition key gets a
-// random UUID, as upstream, which spreads records over the shards.
-func setKeys(r *producer.Record, partitionKey, explicitHashKey string) error {
+// random UUID, as upstream, which spreads records over the shards; on a stream that places records
+// itself (auto) it stays empty, and the record is sent without one, as AWS allows there.
+func setKeys(r *producer.Record, partitionKey, explicitHashKey string, auto bool) error {
+	if explicitHashKey != "" && auto {
+		return placedByStream(reqExplicitHashKey, "ignores hash keys")
+	}
 	if partitionKey == "" {
+		if auto {
+			return nil
+		}
 		partitionKey = uuid.NewString()
 	}
 	if n := utf8.RuneCountInString(partitionKey); n > maxPartitionKeyChars {
@@ -76,6 +87,11 @@ func setKeys(r *producer.Record, partitionKey, explicitHashKey string) error {
 		r.ExplicitHashKey = explicitHashKey
 	}
 	return nil
+}
+
+// placedByStream is the error for a field that a stream placing records itself does not take.
+func placedByStream(field, what string) error {
+	return fmt.Errorf("request metadata '%s' cannot be used: the stream places records itself (RecordDistributionStrategy AUTO) and %s", field, what)
 }
 
 func validateHashKey(s string) error {

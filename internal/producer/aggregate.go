@@ -30,6 +30,23 @@ import (
 // ShardMapMinInterval bounds how often a stream in the middle of a reshard is listed.
 const ShardMapMinInterval = 250 * time.Millisecond
 
+// aggregating reports whether records are packed now: aggregation is on and the stream places
+// records by their keys. On a stream that places records itself (AUTO) an aggregate would land on a
+// shard its records' keys do not belong to, and KCL's de-aggregation drops such records without an
+// error; so records go out plain there, from the moment the producer learns it.
+func (p *Producer) aggregating() bool {
+	if !p.aggregate {
+		return false
+	}
+	if !p.info.Current().Auto {
+		return true
+	}
+	if !p.autoWarned.Swap(true) {
+		p.logger.Warnf("kinesis binding: stream %q places records itself (RecordDistributionStrategy AUTO), where KPL aggregates would be lost to KCL readers: aggregation is off, records go out plain", p.stream)
+	}
+	return false
+}
+
 // place sets each record's hash key and predicted shard, loading the shard map first if needed.
 func (p *Producer) place(ctx context.Context, recs ...*record) {
 	m := p.shardMap(ctx)
@@ -93,13 +110,7 @@ func hashOf(r *record) shardmap.Key {
 // aggregateLimit is the largest record an aggregate may become: the stream's maximum record size,
 // and never more than a PutRecords request carries.
 func (p *Producer) aggregateLimit() int {
-	p.sizeMu.Lock()
-	limit := p.recordSizeMax
-	p.sizeMu.Unlock()
-	if limit <= 0 {
-		limit = DefaultMaxRecordSize
-	}
-	return min(limit, MaxBatchBytes)
+	return min(p.info.Current().MaxRecordSize, MaxBatchBytes)
 }
 
 // groupKey is what records are packed together by: their predicted shard, or, when none is
@@ -267,6 +278,7 @@ func (p *Producer) answerEntry(e *aggEntry, res *types.PutRecordsResultEntry) (r
 		if predicted := e.first().shard; predicted != "" && predicted != shardID {
 			p.logger.Debugf("kinesis binding: aggregation: a record predicted for shard %s landed on %s; reloading the shard map", predicted, shardID)
 			p.shards.Invalidate()
+			p.info.Invalidate() // a stream that now places records itself looks like this too
 		}
 		aggregated := len(e.members) > 1
 		for j, pr := range e.members {

@@ -74,13 +74,16 @@ type batch struct {
 	kpl     *packer // nil without aggregation
 }
 
-// newBatch starts an empty batch.
+// newBatch starts an empty batch, of aggregates while the producer aggregates.
 func (p *Producer) newBatch() batch {
-	if p.aggregate {
+	if p.aggregating() {
 		return batch{kpl: newPacker(p.aggregateLimit())}
 	}
-	return batch{}
+	return plainBatch()
 }
+
+// plainBatch starts an empty batch of records sent as they are.
+func plainBatch() batch { return batch{} }
 
 func (bt *batch) fits(pr *pendingRecord) bool {
 	if bt.kpl != nil {

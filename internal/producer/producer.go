@@ -14,12 +14,13 @@ import (
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/backoff"
 	"github.com/dapr-kinesis/kinesis/internal/shardmap"
+	"github.com/dapr-kinesis/kinesis/internal/streaminfo"
 	"github.com/dapr/kit/logger"
 )
 
 const (
 	// DefaultMaxRecordSize is AWS's default, used when the stream's own limit cannot be read.
-	DefaultMaxRecordSize = 1 << 20
+	DefaultMaxRecordSize = streaminfo.DefaultMaxRecordSize
 	// throttleRetryBudget bounds throttling retries for callers whose context has no deadline.
 	throttleRetryBudget = 30 * time.Second
 	throttleRetryFirst  = 50 * time.Millisecond
@@ -41,7 +42,10 @@ type Config struct {
 	Aggregate bool
 	// CloseGrace is how long Close lets requests in flight finish; 0 means DefaultCloseGrace.
 	CloseGrace time.Duration
-	Log        logger.Logger
+	// StreamRefresh is how often what the stream says of itself is asked again; 0 means
+	// streaminfo.DefaultRefresh.
+	StreamRefresh time.Duration
+	Log           logger.Logger
 }
 
 // Producer writes records to one stream. Its methods are safe for concurrent use.
@@ -69,10 +73,10 @@ type Producer struct {
 	shardsDenied atomic.Bool // ListShards is not allowed: group by hash key only
 	shardsWarned atomic.Bool
 
-	sizeMu        sync.Mutex
-	recordSizeMax int           // 0 until DescribeStreamSummary answered
-	sizeLookup    chan struct{} // closed when the lookup in progress ends; nil when none runs
-	sizeWarned    bool
+	// info is what DescribeStreamSummary says of the stream: its record size limit, and whether it
+	// places records itself (then nothing is aggregated).
+	info       *streaminfo.Source
+	autoWarned atomic.Bool
 }
 
 // New returns a Producer; it sends nothing until the first put.
@@ -83,6 +87,7 @@ func New(cfg Config) *Producer {
 		logger:     cfg.Log,
 		closeGrace: cmp.Or(cfg.CloseGrace, DefaultCloseGrace),
 		slots:      make(chan struct{}, max(cfg.MaxInFlight, 1)),
+		info:       streaminfo.New(cfg.Client, cfg.Stream, cfg.StreamRefresh, cfg.Log),
 	}
 	p.abortCtx, p.abort = context.WithCancelCause(context.Background())
 	if cfg.Linger > 0 {
@@ -158,7 +163,7 @@ func (p *Producer) Put(ctx context.Context, rec Record) (Result, error) {
 	if p.batcher == nil || r.SequenceNumberForOrdering != "" || r.Size() > MaxBatchBytes {
 		res = p.putRecord(ctx, r)
 	} else {
-		if p.aggregate {
+		if p.aggregating() {
 			p.place(ctx, r)
 		}
 		res = p.batcher.put(ctx, r)

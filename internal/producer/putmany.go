@@ -36,7 +36,7 @@ func (p *Producer) PutMany(ctx context.Context, recs []Record) ([]Outcome, error
 		index = append(index, i)
 	}
 
-	if p.aggregate {
+	if p.aggregating() {
 		p.place(ctx, placed...)
 	}
 	p.sendChunks(ctx, p.chunks(pending))
@@ -63,12 +63,17 @@ type Outcome struct {
 // chunks splits records into PutRecords-sized groups, in order; with aggregation, into groups
 // whose aggregates fill a request.
 func (p *Producer) chunks(records []*pendingRecord) [][]*pendingRecord {
+	return split(records, p.newBatch)
+}
+
+// split groups records, in order, into batches that newBatch's kind of batch says one request holds.
+func split(records []*pendingRecord, newBatch func() batch) [][]*pendingRecord {
 	var out [][]*pendingRecord
-	cur := p.newBatch()
+	cur := newBatch()
 	for _, pr := range records {
 		if len(cur.entries) > 0 && !cur.fits(pr) {
 			out = append(out, cur.entries)
-			cur = p.newBatch()
+			cur = newBatch()
 		}
 		cur.add(pr)
 	}

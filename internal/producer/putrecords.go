@@ -208,9 +208,23 @@ func (p *Producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 		// Only a stream raised above 5 MiB per record gets here; PutRecords cannot carry it.
 		return p.sendSingle(ctx, live[0])
 	}
-	if p.aggregate {
+	if p.aggregating() {
 		return p.sendAggregated(ctx, live)
 	}
+	// Records gathered for aggregation, before the stream said it places records itself, may be
+	// more than one plain request carries.
+	for _, req := range split(live, plainBatch) {
+		if err := ctx.Err(); err != nil {
+			retry = append(retry, requeue(req, context.Cause(ctx))...)
+			continue
+		}
+		retry = append(retry, p.sendPlain(ctx, req)...)
+	}
+	return retry
+}
+
+// sendPlain makes one PutRecords request of live, each record as it is.
+func (p *Producer) sendPlain(ctx context.Context, live []*pendingRecord) (retry []*pendingRecord) {
 	out, err := p.putRecords(ctx, putRecordsInput(p.stream, live))
 	if err != nil {
 		return failRequest(live, err)
@@ -223,6 +237,7 @@ func (p *Producer) sendOnce(ctx context.Context, live []*pendingRecord) (retry [
 		case again:
 			retry = append(retry, requeue1(pr, failure))
 		default:
+			p.noteRejection(failure)
 			pr.answer(putResult{err: failure})
 		}
 	}
@@ -237,9 +252,21 @@ func (p *Producer) putRecords(ctx context.Context, in *kinesis.PutRecordsInput) 
 		err = fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(in.Records))
 	}
 	if err != nil {
-		return nil, requestError(ctx, err)
+		err = requestError(ctx, err)
+		p.noteRejection(err)
+		return nil, err
 	}
 	return out, nil
+}
+
+// noteRejection asks the stream again after a put it refused as invalid: the likeliest cause of a
+// refusal of records this producer validated is a stream that changed how it places records (a
+// keyless record after AUTO was switched off, SequenceNumberForOrdering after it was switched on).
+func (p *Producer) noteRejection(err error) {
+	switch ErrorCode(err) {
+	case "InvalidArgumentException", "ValidationException", "SerializationException":
+		p.info.Invalidate()
+	}
 }
 
 // failRequest answers the records of a request that failed as a whole: one throttled wrote nothing,
@@ -271,7 +298,9 @@ func entryResult(e *types.PutRecordsResultEntry) (again bool, err error) {
 func (p *Producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pendingRecord {
 	out, err := p.client.PutRecord(ctx, putRecordInput(p.stream, pr.rec))
 	if err != nil {
-		return failRequest(pr.one(), requestError(ctx, err))
+		err = requestError(ctx, err)
+		p.noteRejection(err)
+		return failRequest(pr.one(), err)
 	}
 	pr.answer(putResult{Result: Result{ShardID: aws.ToString(out.ShardId), SequenceNumber: aws.ToString(out.SequenceNumber)}})
 	return nil
@@ -303,7 +332,7 @@ func putRecordsInput(stream string, live []*pendingRecord) *kinesis.PutRecordsIn
 
 // putRecordsEntry is rec as an entry of a PutRecords request.
 func putRecordsEntry(rec *record) types.PutRecordsRequestEntry {
-	entry := types.PutRecordsRequestEntry{Data: rec.Data, PartitionKey: aws.String(rec.PartitionKey)}
+	entry := types.PutRecordsRequestEntry{Data: rec.Data, PartitionKey: optional(rec.PartitionKey)}
 	if rec.ExplicitHashKey != "" {
 		entry.ExplicitHashKey = aws.String(rec.ExplicitHashKey)
 	}
@@ -314,7 +343,7 @@ func putRecordInput(stream string, rec *record) *kinesis.PutRecordInput {
 	in := &kinesis.PutRecordInput{
 		StreamName:   aws.String(stream),
 		Data:         rec.Data,
-		PartitionKey: aws.String(rec.PartitionKey),
+		PartitionKey: optional(rec.PartitionKey),
 	}
 	if rec.ExplicitHashKey != "" {
 		in.ExplicitHashKey = aws.String(rec.ExplicitHashKey)
@@ -323,6 +352,15 @@ func putRecordInput(stream string, rec *record) *kinesis.PutRecordInput {
 		in.SequenceNumberForOrdering = aws.String(rec.SequenceNumberForOrdering)
 	}
 	return in
+}
+
+// optional is s, or nil for "": a record without a partition key (on a stream that places records
+// itself) is sent without one.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
 }
 
 // ErrorCode names a record's failure in a word, for per-record results: the entry's or the
