@@ -16,7 +16,7 @@ import (
 type Envelope struct {
 	// Data is the original record's bytes (base64 in JSON).
 	Data         []byte `json:"data"`
-	PartitionKey string `json:"partitionKey"`
+	PartitionKey string `json:"partitionKey,omitempty"` // absent for a record written without one
 	// StreamName is the stream the record was read from.
 	StreamName     string `json:"streamName"`
 	ShardID        string `json:"shardId"`

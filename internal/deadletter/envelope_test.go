@@ -45,4 +45,9 @@ func TestEnvelopeJSONIsTheDocumentedOne(t *testing.T) {
 	plain, err := json.Marshal(NewEnvelope(&d, "orders", time.Now()))
 	require.NoError(t, err)
 	assert.NotContains(t, string(plain), "subSequenceNumber", "only user records of an aggregate have one")
+
+	d.Record.PartitionKey = nil // written without one, on a stream that places records itself
+	keyless, err := json.Marshal(NewEnvelope(&d, "orders", time.Now()))
+	require.NoError(t, err)
+	assert.NotContains(t, string(keyless), "partitionKey", "no key is invented for a record that had none")
 }

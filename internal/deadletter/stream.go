@@ -52,7 +52,9 @@ func (s *Stream) Put(ctx context.Context, d delivery.DeadLetter) error {
 	}
 	key := aws.ToString(d.Record.PartitionKey)
 	if key == "" {
-		key = d.ShardID // Kinesis requires one; records read from Kinesis always have one
+		// Written without one, on a stream that places records itself: no order to keep, and the
+		// dead-letter stream may still want a key (the envelope says there was none).
+		key = d.Position.Seq
 	}
 	ctx, cancel := context.WithTimeout(ctx, putTimeout)
 	defer cancel()

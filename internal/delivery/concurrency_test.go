@@ -40,6 +40,7 @@ type orderWatch struct {
 	done       map[string][]string
 	inFlight   int
 	peak       int
+	keyless    int // calls whose metadata had no partitionKey
 	violations []string
 }
 
@@ -48,8 +49,15 @@ func newOrderWatch(hold time.Duration, fail func(seq string, attempt int) error)
 }
 
 func (o *orderWatch) handle(_ context.Context, r *bindings.ReadResponse) ([]byte, error) {
-	key, seq := r.Metadata[MetaPartitionKey], r.Metadata[MetaSequenceNumber]
+	seq := r.Metadata[MetaSequenceNumber]
+	key, hasKey := r.Metadata[MetaPartitionKey]
+	if !hasKey { // written without a key: no order is promised, so it is a key of its own
+		key = "no key, " + seq
+	}
 	o.mu.Lock()
+	if !hasKey {
+		o.keyless++
+	}
 	if other, busy := o.running[key]; busy {
 		o.violations = append(o.violations, fmt.Sprintf("%s started while %s of key %s ran", seq, other, key))
 	}
@@ -121,6 +129,34 @@ func TestOneHotKeyIsDeliveredSerially(t *testing.T) {
 	assert.Empty(t, watch.violations)
 	assert.Equal(t, 1, watch.peak)
 	assert.Equal(t, 100, watch.delivered())
+}
+
+func TestRecordsWithoutAKeyEachRunInALaneOfTheirOwn(t *testing.T) {
+	t.Parallel()
+	// A stream that places records itself (AUTO) may hold records written without a partition key
+	// next to keyed ones. Every 3rd record fails its first delivery.
+	watch := newOrderWatch(5*time.Millisecond, func(seq string, attempt int) error {
+		if n, _ := strconv.Atoi(seq); n%3 == 0 && attempt == 1 {
+			return errors.New("app unavailable")
+		}
+		return nil
+	})
+	sh := NewShard(watch.handle, Settings{RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, Concurrency: 8}, testShard, "", logger.NewLogger(t.Name()))
+	recs := keyed(200, func(int) string { return "hot" })
+	for i := range recs {
+		if i%4 != 0 {
+			recs[i].PartitionKey = nil
+		}
+	}
+
+	cp, complete := drive(sh, t.Context(), t.Context(), recs)
+
+	assert.True(t, complete)
+	assert.Equal(t, "1199", cp)
+	assert.Empty(t, watch.violations, "the keyed records keep their order")
+	assert.Equal(t, 200, watch.delivered())
+	assert.Equal(t, 8, watch.peak, "keyless records do not wait for each other")
+	assert.GreaterOrEqual(t, watch.keyless, 150, "no partitionKey in their metadata (retries counted too)")
 }
 
 func TestConcurrencyOneKeepsTheShardsOrderAcrossKeys(t *testing.T) {

@@ -20,6 +20,7 @@ package delivery
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -149,7 +150,7 @@ func (s *Shard) Add(recs []types.Record) {
 func (s *Shard) queue(e *entry) {
 	name := ""
 	if s.settings.Concurrency > 1 {
-		name = aws.ToString(e.rec.PartitionKey)
+		name = laneOf(e)
 	}
 	k, ok := s.keys[name]
 	if !ok {
@@ -161,6 +162,17 @@ func (s *Shard) queue(e *entry) {
 	if len(k.records) == 1 {
 		s.ready.push(k)
 	}
+}
+
+// laneOf is the key whose records e must follow: its partition key or, for a record written without
+// one (a stream that places records itself, RecordDistributionStrategy AUTO, promises no order
+// among those), a lane of its own. The NUL byte keeps those lanes apart from every real key, which
+// Kinesis requires to be printable.
+func laneOf(e *entry) string {
+	if e.rec.PartitionKey == nil {
+		return "\x00" + e.pos.Seq + "/" + strconv.Itoa(e.pos.Sub)
+	}
+	return *e.rec.PartitionKey
 }
 
 // Full reports whether the records read but not yet done reached the cap: read no more until the

@@ -2,8 +2,6 @@ package delivery
 
 import (
 	"strconv"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // ReadResponse.Metadata keys set on delivered records.
@@ -26,8 +24,10 @@ func (s *Shard) metadata(r *userRecord) map[string]string {
 	md := map[string]string{
 		MetaShardID:        s.shardID,
 		MetaSequenceNumber: r.pos.Seq,
-		MetaPartitionKey:   aws.ToString(r.rec.PartitionKey),
 		MetaStreamName:     s.settings.StreamName,
+	}
+	if r.rec.PartitionKey != nil { // a record written without one, on a stream that places records itself
+		md[MetaPartitionKey] = *r.rec.PartitionKey
 	}
 	if r.rec.ApproximateArrivalTimestamp != nil {
 		md[MetaArrivalTimestamp] = r.rec.ApproximateArrivalTimestamp.UTC().Format(ArrivalTimeLayout)
