@@ -96,3 +96,40 @@ func IsConditionFailed(err error) bool {
 	var ccf *dtypes.ConditionalCheckFailedException
 	return errors.As(err, &ccf)
 }
+
+// KMS permissions a stream encrypted with a customer-managed key asks of its readers and writers.
+const (
+	PermissionRead  = "kms:Decrypt"
+	PermissionWrite = "kms:GenerateDataKey"
+)
+
+// WithKMSAdvice says, for an error about the stream's KMS key, what an operator must fix: the
+// key's state and the permission the call needs (PermissionRead or PermissionWrite). It works on
+// the service's exceptions and on PutRecords entries' error codes alike; any other error, and
+// KMSThrottlingException (throttling, retried), is returned as it is. The result is under ErrKMS.
+func WithKMSAdvice(err error, permission string) error {
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	var state string
+	switch apiErr.ErrorCode() {
+	case "KMSAccessDeniedException":
+		state = "access to the stream's KMS key is denied"
+	case "KMSDisabledException":
+		state = "the stream's KMS key is disabled"
+	case "KMSInvalidStateException":
+		state = "the stream's KMS key is in a state that cannot be used (pending deletion or import, say)"
+	case "KMSNotFoundException":
+		state = "the stream's KMS key was not found"
+	case "KMSOptInRequired":
+		state = "the AWS account is not subscribed to KMS"
+	default:
+		return err
+	}
+	advice := fmt.Sprintf("%s; the binding's credentials need %s on an enabled key", state, permission)
+	if errors.Is(err, ErrKMS) {
+		return fmt.Errorf("%s: %w", advice, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrKMS, advice, err)
+}

@@ -121,8 +121,10 @@ func requestError(ctx context.Context, err error) error {
 }
 
 // requestOutcome says whether a failed request may have written its records: a rejection (HTTP 4xx)
-// did not; a lost connection, a timeout or a server error may have.
+// did not; a lost connection, a timeout or a server error may have. A KMS key problem says what to
+// fix.
 func requestOutcome(err error) error {
+	err = awserr.WithKMSAdvice(err, awserr.PermissionWrite)
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.Response != nil && re.HTTPStatusCode() >= 400 && re.HTTPStatusCode() < 500 {
 		return notWritten(err)
@@ -137,6 +139,12 @@ type recordError struct {
 }
 
 func (e *recordError) Error() string { return e.code + ": " + e.message }
+
+// ErrorCode, ErrorMessage and ErrorFault make an entry's failure read as the service's error would
+// (smithy.APIError), for the code that names KMS key problems.
+func (e *recordError) ErrorCode() string             { return e.code }
+func (e *recordError) ErrorMessage() string          { return e.message }
+func (e *recordError) ErrorFault() smithy.ErrorFault { return smithy.FaultServer }
 
 // Is lets errors.Is(err, awserr.ErrThrottled) see throttled entries as it sees throttled requests.
 func (e *recordError) Is(target error) bool {
@@ -292,7 +300,7 @@ func entryResult(e *types.PutRecordsResultEntry) (again bool, err error) {
 	if retryableEntryCode(code) {
 		return true, failure
 	}
-	return false, notWritten(failure)
+	return false, notWritten(awserr.WithKMSAdvice(failure, awserr.PermissionWrite))
 }
 
 func (p *Producer) sendSingle(ctx context.Context, pr *pendingRecord) []*pendingRecord {

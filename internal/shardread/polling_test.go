@@ -228,6 +228,52 @@ func TestPollingAccessDeniedIsAnOperatorError(t *testing.T) {
 	assert.Contains(t, logs.String(), "an operator must act")
 }
 
+// TestPollingKMSKeyProblemSaysWhatToFixAndResumesByItself: a stream whose KMS key the reader may
+// not use (a missing kms:Decrypt) stops the shard's reading with one error that names the
+// permission, retried with backoff, never in a hot loop, until the key works again.
+func TestPollingKMSKeyProblemSaysWhatToFixAndResumesByItself(t *testing.T) {
+	shard := &fakeShard{records: 3}
+	shard.fail = func(call int) error {
+		if call <= 4 {
+			return &types.KMSAccessDeniedException{Message: aws.String("User is not authorized to perform: kms:Decrypt")}
+		}
+		return nil
+	}
+	log, logs := testlog.New(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	batches, done := run(t, ctx, shard, PollingConfig{Log: log})
+	got := read(t, batches, 3)
+	stop(t, cancel, done)
+
+	assert.Len(t, got, 3, "every record once the key works again")
+	require.Equal(t, 1, logs.Count("level=error"), logs.String())
+	assert.Equal(t, 1, logs.Count("access to the stream's KMS key is denied; the binding's credentials need kms:Decrypt on an enabled key"), logs.String())
+	assert.Equal(t, 1, logs.Count("works again after 4 failed attempts"), logs.String())
+	calls := shard.callTimes()
+	require.Len(t, calls, 5)
+	assert.Greater(t, calls[4].Sub(calls[0]), time.Second, "four failures backed off: 0.2 + 0.4 + 0.8 s at least, with jitter")
+}
+
+func TestAnOperatorsProblemIsLoggedAgainEveryFiveMinutesWhileItLasts(t *testing.T) {
+	log, logs := testlog.New(t)
+	at := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	e := episode{log: log, now: func() time.Time { return at }}
+	disabled := &types.KMSDisabledException{Message: aws.String("key disabled")}
+	for range 20 { // 20 failures over 9.5 minutes
+		e.failed("GetRecords", disabled, true)
+		at = at.Add(30 * time.Second)
+	}
+	assert.Equal(t, 2, logs.Count("level=error"), logs.String())
+	assert.Equal(t, 1, logs.Count("still failing after 11 attempts"), logs.String())
+	assert.Equal(t, 2, logs.Count("the stream's KMS key is disabled"), logs.String())
+
+	throttled := episode{log: log}
+	for range 20 {
+		throttled.failed("GetRecords", &types.ProvisionedThroughputExceededException{}, false)
+	}
+	assert.Equal(t, 1, logs.Count("level=warning"), "a passing failure: once per episode")
+}
+
 func TestPollingShardEndEndsTheRun(t *testing.T) {
 	shard := &fakeShard{records: 12, closed: true}
 	batches, done := run(t, t.Context(), shard, PollingConfig{MaxRecords: 10, Start: Start{FromTrimHorizon: true}})
