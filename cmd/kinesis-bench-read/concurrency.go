@@ -34,6 +34,11 @@ type concurrencyCase struct {
 	// poison makes the first record of key 0 fail for ever: the drain then measures how far the other
 	// keys get and the memory the stuck shard holds.
 	poison bool
+	// keyless writes the records without a partition key, to a stream set to place records itself
+	// (the bench's endpoint must then be an AutoDistribution proxy); their order is not checked, as
+	// none is promised.
+	keyless bool
+	auto    *localaws.AutoDistribution
 }
 
 type concurrencyResult struct {
@@ -51,8 +56,9 @@ type concurrencyResult struct {
 // orderCheck is the handler of a concurrency case: it sleeps handlerTime and counts, per key, the
 // records that start while an earlier one of their key has not yet succeeded.
 type orderCheck struct {
-	hold   time.Duration
-	poison bool
+	hold      time.Duration
+	poison    bool
+	unordered bool // keyless records: no order to check
 
 	mu         sync.Mutex
 	running    map[uint32]bool
@@ -82,7 +88,7 @@ func (o *orderCheck) handle(_ context.Context, r *bindings.ReadResponse) ([]byte
 	sent := time.Unix(0, int64(binary.BigEndian.Uint64(r.Data[:8])))
 	key, counter := binary.BigEndian.Uint32(r.Data[8:12]), binary.BigEndian.Uint32(r.Data[12:16])
 	o.mu.Lock()
-	if o.running[key] || counter != o.next[key] {
+	if !o.unordered && (o.running[key] || counter != o.next[key]) {
 		o.violations++
 	}
 	o.running[key] = true
@@ -118,6 +124,7 @@ type keyedRecords struct {
 	keys     int
 	counters []uint32
 	size     int
+	keyless  bool // the entries carry no partition key (the key index stays in the data)
 }
 
 func (k *keyedRecords) entries(n, from int) []types.PutRecordsRequestEntry {
@@ -129,6 +136,9 @@ func (k *keyedRecords) entries(n, from int) []types.PutRecordsRequestEntry {
 		binary.BigEndian.PutUint32(data[12:], k.counters[key])
 		k.counters[key]++
 		out[i] = types.PutRecordsRequestEntry{Data: data, PartitionKey: aws.String("key-" + strconv.Itoa(int(key)))}
+		if k.keyless {
+			out[i].PartitionKey = nil
+		}
 	}
 	return out
 }
@@ -161,7 +171,10 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 	if err != nil {
 		return res, err
 	}
-	gen := &keyedRecords{keys: c.keys, counters: make([]uint32, c.keys), size: b.cfg.recordSize}
+	if c.keyless {
+		c.auto.SetStrategy(stream, true)
+	}
+	gen := &keyedRecords{keys: c.keys, counters: make([]uint32, c.keys), size: b.cfg.recordSize, keyless: c.keyless}
 	if err = b.putAll(ctx, stream, gen.entries(c.records, 0)); err != nil {
 		return res, fmt.Errorf("fill: %w", err)
 	}
@@ -171,6 +184,7 @@ func (b *bench) runConcurrency(ctx context.Context, c concurrencyCase) (concurre
 	defer sampler.stop()
 
 	check := newOrderCheck(c.handlerTime, c.poison)
+	check.unordered = c.keyless
 	want := c.records
 	if c.poison {
 		want = c.records - (c.records+c.keys-1)/c.keys // key 0 never passes its first record
@@ -327,6 +341,11 @@ func compareConcurrency(ctx context.Context, cfg config, srv *localaws.Servers) 
 				server, n, r.drainRate, r.drainRate/first, r.drainRate/bound, r.p50, r.p99, r.violations, r.rssPeak>>20)
 		}
 		fmt.Printf("%-14s server drain rate (bare GetRecords loop): %.0f records/s; bound = min(that, shards x conc / handler time)\n", server, bare)
+		if cfg.keyless {
+			if err := b.compareKeyless(ctx, server); err != nil {
+				return fmt.Errorf("%s, keyless: %w", server, err)
+			}
+		}
 		if cfg.poison {
 			n := slices.Max(cfg.concurrency)
 			r, err := b.runConcurrency(ctx, concurrencyCase{
@@ -359,4 +378,40 @@ func (b *bench) serverDrainRate(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	return float64(b.cfg.concRecords) / took.Seconds(), nil
+}
+
+// compareKeyless drains, side by side through the AUTO emulation, a stream of records over -keys
+// keys and one of records without a key on a stream that places records itself, at the largest
+// concurrencyPerShard: without a key, each record is a lane of its own, so the rates should match.
+func (b *bench) compareKeyless(ctx context.Context, server string) error {
+	auto, err := localaws.StartAutoDistribution(b.endpoint)
+	if err != nil {
+		return err
+	}
+	defer auto.Close()
+	via := *b
+	via.endpoint = auto.URL()
+	via.client = kinesis.NewFromConfig(b.srv.AWSConfig(), func(o *kinesis.Options) {
+		o.BaseEndpoint = aws.String(auto.URL())
+		o.HTTPClient = b.client.Options().HTTPClient
+	})
+	n := slices.Max(b.cfg.concurrency)
+	var rates [2]float64
+	for i, keyless := range []bool{false, true} {
+		r, err := via.runConcurrency(ctx, concurrencyCase{
+			concurrency: n, handlerTime: b.cfg.handlerTime, keys: b.cfg.keys, records: b.cfg.concRecords,
+			latency: b.cfg.latencyRecords, latencyRate: b.cfg.latencyRate, keyless: keyless, auto: auto,
+		})
+		if err != nil {
+			return err
+		}
+		rates[i] = r.drainRate
+		what := fmt.Sprintf("%d keys", b.cfg.keys)
+		if keyless {
+			what = "keyless (AUTO)"
+		}
+		fmt.Printf("%-14s %-16s conc %d: %6.0f records/s, p50 %v, p99 %v, violations %d\n", server, what, n, r.drainRate, r.p50, r.p99, r.violations)
+	}
+	fmt.Printf("%-14s keyless / keyed drain rate: %.2fx\n", server, rates[1]/rates[0])
+	return nil
 }

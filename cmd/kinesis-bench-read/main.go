@@ -18,10 +18,13 @@
 // records put at -latency-rate give put-to-handler p50/p99; every case counts order violations (a
 // record starting before the previous one of its key succeeded) and the process's peak RSS. With
 // -poison, one more case where one key's first record fails for ever shows how far the other keys
-// get and what memory the stuck shard holds.
+// get and what memory the stuck shard holds. With -keyless, the largest value is run twice more,
+// side by side, through the test bed's AUTO record distribution emulation: records written without
+// a partition key on a stream that places records itself, against records over -keys keys.
 //
 //	go run ./cmd/kinesis-bench-read
 //	go run ./cmd/kinesis-bench-read -server kinesalite,kinesis-local -handler-time 10ms -concurrency 1,8,32,128 -poison
+//	go run ./cmd/kinesis-bench-read -server kinesalite -handler-time 10ms -concurrency 32 -keyless
 //	go run ./cmd/kinesis-bench-read -server kinesalite -drain-records 100000
 //	go run ./cmd/kinesis-bench-read -shards 64 -drain-records 0
 package main
@@ -70,6 +73,7 @@ type config struct {
 	concRecords   int
 	poison        bool
 	poisonRecords int
+	keyless       bool
 }
 
 func main() {
@@ -95,6 +99,7 @@ func run() error {
 	flag.IntVar(&cfg.concRecords, "concurrency-records", 10000, "with -concurrency: records pre-filled for each drain")
 	flag.BoolVar(&cfg.poison, "poison", false, "with -concurrency: add a case at the largest value where one record fails for ever")
 	flag.IntVar(&cfg.poisonRecords, "poison-records", 80000, "with -poison: records pre-filled")
+	flag.BoolVar(&cfg.keyless, "keyless", false, "with -concurrency: add keyless records against -keys keys at the largest value, side by side")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	flag.Parse()
 	cfg.shards = int32(*shards)
