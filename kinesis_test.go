@@ -46,6 +46,15 @@ func newBinding(t testing.TB, props map[string]string, configure ...func(*AWSKin
 	return b
 }
 
+// described has b describe its stream now, as its first put would otherwise: a test that bounds a
+// put by a short deadline then measures the put, not the first DescribeStreamSummary, which a
+// loaded machine can stretch past that deadline (seen: a throttling test got the deadline's error
+// before any throttled answer).
+func described(t testing.TB, b *AWSKinesis) {
+	t.Helper()
+	require.NoError(t, b.Ping(t.Context()))
+}
+
 func create(ctx context.Context, b *AWSKinesis, data []byte, md map[string]string) (*bindings.InvokeResponse, error) {
 	return b.Invoke(ctx, &bindings.InvokeRequest{Operation: bindings.CreateOperation, Data: data, Metadata: md})
 }

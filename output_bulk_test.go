@@ -292,6 +292,7 @@ func TestBulkCreateCallerThatGivesUpIsAnsweredAtOnce(t *testing.T) {
 	spy.hold = make(chan struct{})
 	defer close(spy.hold)
 	b := newBinding(t, kinesaliteProps(t, stream, "maxInFlightBatches", "1"), spy.install)
+	described(t, b)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()

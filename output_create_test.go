@@ -147,6 +147,7 @@ func TestCreateRetriesThrottlingWithinTheDeadline(t *testing.T) {
 			return nil
 		})
 		b := newBinding(t, props, func(b *AWSKinesis) { b.sdkHTTPClient = faults })
+		described(t, b)
 		ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 		defer cancel()
 		_, err := create(ctx, b, []byte("never"), nil)
@@ -354,6 +355,7 @@ func TestCreateThrottledPastTheDeadlineFailsAtTheDeadline(t *testing.T) {
 	spy := newPutSpy()
 	spy.fail = func(string, int) string { return codeThroughputExceeded }
 	b := newBinding(t, kinesaliteProps(t, stream), spy.install)
+	described(t, b)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 	defer cancel()
