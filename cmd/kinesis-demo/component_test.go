@@ -22,6 +22,14 @@ func TestLoadComponentExamples(t *testing.T) {
 	}
 }
 
+func TestLoadComponentExampleByARN(t *testing.T) {
+	props, err := loadComponent("../../examples/component-cross-account.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, "arn:aws:kinesis:eu-west-1:444455556666:stream/orders", props["streamARN"])
+	assert.Empty(t, props["streamName"], "the ARN alone names the stream")
+	assert.Empty(t, props["region"], "the ARN's region is used")
+}
+
 func TestLoadComponentRejectsOtherTypes(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("apiVersion: dapr.io/v1alpha1\nkind: Component\nspec:\n  type: bindings.kafka\n"), 0o600))
