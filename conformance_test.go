@@ -53,3 +53,18 @@ func TestConformanceExtendedRead(t *testing.T) {
 	in.sdkHTTPClient = newFanoutFixClient()
 	conformance.ConformanceTests(t, extendedProps(t, stream), in, NewAWSKinesis(logger.NewLogger("conformance-extended-out")), cfg)
 }
+
+// Not parallel: the conformance suite keeps state in package variables.
+func TestConformanceQueueRead(t *testing.T) {
+	srv := localaws.Get(t)
+	stream := localaws.NewOnDemandStream(t)
+	queues := localaws.NewQueueServer(t, srv.KinesisEndpoint)
+	props := localProps(t, stream)
+	props["endpoint"], props["mode"], props["consumerName"] = queues.URL(), "queue", localaws.UniqueName("conformance")
+	cfg, err := conformance.NewTestConfig("aws.kinesis", []string{"operations", "create", "read"}, map[string]any{
+		"output":             map[string]string{reqPartitionKey: "conformance"},
+		"readBindingTimeout": "30s",
+	})
+	require.NoError(t, err)
+	conformance.ConformanceTests(t, props, NewAWSKinesis(logger.NewLogger("conformance-queue-in")), NewAWSKinesis(logger.NewLogger("conformance-queue-out")), cfg)
+}

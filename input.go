@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -54,7 +55,13 @@ func (a *AWSKinesis) Read(ctx context.Context, handler bindings.Handler) error {
 	if err := a.meta.inputReady(); err != nil {
 		return err
 	}
-	in, err := a.startConsumer(ctx, handler)
+	var in io.Closer
+	var err error
+	if a.meta.Mode == modeQueue {
+		in, err = a.startQueueConsumer(ctx, handler)
+	} else {
+		in, err = a.startConsumer(ctx, handler)
+	}
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ const (
 	modeShared consumerMode = "shared"
 	// modeExtended reads through enhanced fan-out (SubscribeToShard).
 	modeExtended consumerMode = "extended"
+	// modeQueue reads through a Kinesis queue (ReceiveQueueRecords): no leases, no order.
+	modeQueue consumerMode = "queue"
 )
 
 // initialPosition is where a shard is read from when the lease table holds no checkpoint for it.
@@ -115,6 +117,13 @@ type kinesisMetadata struct {
 	PollInterval time.Duration `json:"pollInterval" mapstructure:"pollInterval"`
 	MaxRecords   int           `json:"maxRecords" mapstructure:"maxRecords"`
 
+	// Input side, queue mode.
+	QueueARN               string        `json:"queueARN" mapstructure:"queueARN"`
+	QueueName              string        `json:"queueName" mapstructure:"queueName"`
+	QueueConcurrency       int           `json:"queueConcurrency" mapstructure:"queueConcurrency"`
+	QueueVisibilityTimeout time.Duration `json:"queueVisibilityTimeout" mapstructure:"queueVisibilityTimeout"`
+	DeleteQueueOnClose     bool          `json:"deleteQueueOnClose,string" mapstructure:"deleteQueueOnClose"`
+
 	// Input side, extended mode.
 	ConsumerARN               string `json:"consumerARN" mapstructure:"consumerARN"`
 	DeregisterConsumerOnClose bool   `json:"deregisterConsumerOnClose,string" mapstructure:"deregisterConsumerOnClose"`
@@ -144,8 +153,11 @@ func defaultMetadata() kinesisMetadata {
 		BatchLinger:          defaultBatchLinger,
 		MaxInFlightBatches:   defaultMaxInFlightBatches,
 		ConcurrencyPerShard:  defaultConcurrencyPerShard,
-		LagWarningThreshold:  defaultLagWarningThreshold,
-		Aggregation:          aggregationNone,
+
+		QueueConcurrency:       defaultQueueConcurrency,
+		QueueVisibilityTimeout: 30 * time.Second, // the service's own default
+		LagWarningThreshold:    defaultLagWarningThreshold,
+		Aggregation:            aggregationNone,
 	}
 }
 
@@ -191,8 +203,8 @@ func (m *kinesisMetadata) validate() error {
 	if m.Mode == "" {
 		m.Mode = modeShared
 	}
-	if m.Mode != modeShared && m.Mode != modeExtended {
-		return fmt.Errorf("'mode' must be one of %s, %s; got %q", modeShared, modeExtended, m.Mode)
+	if m.Mode != modeShared && m.Mode != modeExtended && m.Mode != modeQueue {
+		return fmt.Errorf("'mode' must be one of %s, %s, %s; got %q", modeShared, modeExtended, modeQueue, m.Mode)
 	}
 
 	if err := m.validateInput(); err != nil {
@@ -279,6 +291,9 @@ func (m *kinesisMetadata) validateInput() error {
 	if err := m.validateDeadLetters(); err != nil {
 		return err
 	}
+	if err := m.validateQueue(); err != nil {
+		return err
+	}
 	if m.PollInterval < minPollInterval || m.PollInterval > maxInterval {
 		return fmt.Errorf("'pollInterval' must be between %s (AWS allows 5 GetRecords calls per second per shard) and %s", minPollInterval, maxInterval)
 	}
@@ -308,8 +323,71 @@ func (m *kinesisMetadata) validateDeadLetters() error {
 	return nil
 }
 
+// Queue mode's bounds: AWS's visibility timeout is 0 to 12 h, in seconds.
+const (
+	defaultQueueConcurrency = 32
+	maxQueueConcurrency     = 1000
+	maxQueueVisibility      = 12 * time.Hour
+	// queueNameMaxLength is AWS's limit for QueueName.
+	queueNameMaxLength = 128
+)
+
+// queueARNPattern is a Kinesis queue ARN: arn:aws:kinesis:REGION:ACCOUNT:queue/ID.
+var queueARNPattern = regexp.MustCompile(`^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]{12}:queue/\S+$`)
+
+// validateQueue checks queue mode's fields, and the fields that mean something else there.
+func (m *kinesisMetadata) validateQueue() error {
+	m.QueueARN, m.QueueName = strings.TrimSpace(m.QueueARN), strings.TrimSpace(m.QueueName)
+	if m.QueueARN != "" && !queueARNPattern.MatchString(m.QueueARN) {
+		return fmt.Errorf("'queueARN' must be a Kinesis queue ARN (arn:aws:kinesis:REGION:ACCOUNT:queue/ID), got %q", m.QueueARN)
+	}
+	if m.QueueName != "" {
+		if err := checkName("queueName", m.QueueName, 1, queueNameMaxLength); err != nil {
+			return err
+		}
+	}
+	if m.QueueConcurrency < 1 || m.QueueConcurrency > maxQueueConcurrency {
+		return fmt.Errorf("'queueConcurrency' must be between 1 and %d", maxQueueConcurrency)
+	}
+	if m.QueueVisibilityTimeout < time.Second || m.QueueVisibilityTimeout > maxQueueVisibility {
+		return fmt.Errorf("'queueVisibilityTimeout' must be between 1s and %s", maxQueueVisibility)
+	}
+	if m.Mode != modeQueue {
+		return nil
+	}
+	// The queue keeps records given up on in its own dead-letter state (maxDeliveryAttempts sets
+	// after how many receives), where they can be read and restored; a stream of dead letters would
+	// be a second place for them, and the queue has no record age to act on before delivery.
+	if m.DeadLetterStream != "" {
+		return errors.New("'deadLetterStream' is not used in mode queue: the queue keeps records given up on in its own dead-letter state (see 'maxDeliveryAttempts')")
+	}
+	if m.MaxRecordAge != 0 {
+		return errors.New("'maxRecordAge' is not used in mode queue: records leave the queue when the stream's retention ends")
+	}
+	return nil
+}
+
+// queueName is the queue mode's queue: queueName, else consumerName.
+func (m *kinesisMetadata) queueName() string {
+	if m.QueueName != "" {
+		return m.QueueName
+	}
+	return m.ConsumerName
+}
+
 // inputReady reports what Read needs that Init does not: output-only components need no consumer name.
 func (m *kinesisMetadata) inputReady() error {
+	if m.Mode == modeQueue {
+		if m.QueueARN == "" && m.queueName() == "" {
+			return errors.New("kinesis binding error: mode queue needs 'queueARN', 'queueName' or 'consumerName' (the queue's default name)")
+		}
+		if m.QueueARN == "" && m.QueueName == "" {
+			if err := checkName("consumerName (the default queue name)", m.ConsumerName, 1, queueNameMaxLength); err != nil {
+				return fmt.Errorf("kinesis binding error: %w", err)
+			}
+		}
+		return nil
+	}
 	if m.ConsumerName == "" {
 		return errors.New("kinesis binding error: 'consumerName' is required by the input binding")
 	}

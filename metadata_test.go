@@ -146,6 +146,24 @@ func TestParseMetadataStreamARN(t *testing.T) {
 	assert.Equal(t, "eu-west-1", m.authOptions(nil, nil).Region, "a region that is set wins")
 }
 
+func TestQueueModeNeedsAQueueName(t *testing.T) {
+	m, err := parseMetadata(map[string]string{"streamName": "s", "mode": "queue"})
+	require.NoError(t, err, "Init: output-only components need no queue")
+	require.ErrorContains(t, m.inputReady(), "mode queue needs 'queueARN', 'queueName' or 'consumerName'")
+	for _, props := range []map[string]string{
+		{"streamName": "s", "mode": "queue", "consumerName": "app"},
+		{"streamName": "s", "mode": "queue", "queueName": "jobs"},
+		{"streamName": "s", "mode": "queue", "queueARN": "arn:aws:kinesis:eu-west-1:123456789012:queue/abc123"},
+	} {
+		ready, parseErr := parseMetadata(props)
+		require.NoError(t, parseErr)
+		require.NoError(t, ready.inputReady(), "%v", props)
+	}
+	m, err = parseMetadata(map[string]string{"streamName": "s", "mode": "queue", "consumerName": "app", "queueName": "jobs"})
+	require.NoError(t, err)
+	assert.Equal(t, "jobs", m.queueName(), "queueName wins over consumerName")
+}
+
 func TestParseMetadataErrors(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -155,7 +173,7 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"missing stream", map[string]string{}, "'streamName' is required (or 'streamARN')"},
 		{"blank stream", map[string]string{"streamName": "  "}, "'streamName' is required (or 'streamARN')"},
 		{"long stream", map[string]string{"streamName": strings.Repeat("s", 129)}, "'streamName' must be 1 to 128 characters, got 129"},
-		{"unknown mode", map[string]string{"streamName": "s", "mode": "turbo"}, `'mode' must be one of shared, extended; got "turbo"`},
+		{"unknown mode", map[string]string{"streamName": "s", "mode": "turbo"}, `'mode' must be one of shared, extended, queue; got "turbo"`},
 		{"unknown position", map[string]string{"streamName": "s", "initialPosition": "EARLIEST"}, "'initialPosition' must be one of"},
 		{"timestamp missing", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP"}, "'initialTimestamp' is required"},
 		{"timestamp bad", map[string]string{"streamName": "s", "initialPosition": "AT_TIMESTAMP", "initialTimestamp": "yesterday"}, "'initialTimestamp' must be RFC 3339"},
@@ -202,6 +220,14 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"stream ARN of a consumer", map[string]string{"streamARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders/consumer/app:1"}, "'streamARN' must be a Kinesis stream ARN"},
 		{"stream ARN of another service", map[string]string{"streamARN": "arn:aws:sqs:eu-west-1:123456789012:stream/orders"}, "'streamARN' must be a Kinesis stream ARN"},
 		{"stream ARN with a short account", map[string]string{"streamARN": "arn:aws:kinesis:eu-west-1:1234:stream/orders"}, "'streamARN' must be a Kinesis stream ARN"},
+		{"queue ARN not a queue's", map[string]string{"streamName": "s", "mode": "queue", "queueARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/s"}, "'queueARN' must be a Kinesis queue ARN"},
+		{"queue name with bad characters", map[string]string{"streamName": "s", "mode": "queue", "queueName": "jobs queue"}, "'queueName' may contain only letters, digits"},
+		{"queue concurrency zero", map[string]string{"streamName": "s", "queueConcurrency": "0"}, "'queueConcurrency' must be between 1 and 1000"},
+		{"queue concurrency too high", map[string]string{"streamName": "s", "queueConcurrency": "1001"}, "'queueConcurrency' must be between 1 and 1000"},
+		{"queue visibility too long", map[string]string{"streamName": "s", "queueVisibilityTimeout": "13h"}, "'queueVisibilityTimeout' must be between 1s and 12h0m0s"},
+		{"queue visibility zero", map[string]string{"streamName": "s", "queueVisibilityTimeout": "0"}, "'queueVisibilityTimeout' must be between 1s and 12h0m0s"},
+		{"dead-letter stream in queue mode", map[string]string{"streamName": "s", "mode": "queue", "deadLetterStream": "d", "maxDeliveryAttempts": "3"}, "'deadLetterStream' is not used in mode queue"},
+		{"record age in queue mode", map[string]string{"streamName": "s", "mode": "queue", "maxRecordAge": "1h"}, "'maxRecordAge' is not used in mode queue"},
 		{"stream name and ARN disagree", map[string]string{"streamName": "payments", "streamARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"},
 			`'streamName' "payments" and 'streamARN' (stream "orders") name different streams; set one of them`},
 	}

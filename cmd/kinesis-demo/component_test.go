@@ -13,6 +13,7 @@ func TestLoadComponentExamples(t *testing.T) {
 	for file, mode := range map[string]string{
 		"../../examples/component-shared.yaml":   "shared",
 		"../../examples/component-extended.yaml": "extended",
+		"../../examples/component-queue.yaml":    "queue",
 	} {
 		props, err := loadComponent(file)
 		require.NoError(t, err, file)

@@ -31,7 +31,7 @@ func TestWithKMSAdviceNamesTheKeyStateAndThePermission(t *testing.T) {
 				assert.Contains(t, got.Error(), tc.state)
 				assert.Contains(t, got.Error(), "the binding's credentials need "+perm+" on an enabled key")
 				require.ErrorIs(t, got, ErrKMS)
-				assert.ErrorIs(t, got, tc.err, "the service's error stays in the chain")
+				require.ErrorIs(t, got, tc.err, "the service's error stays in the chain")
 				assert.Equal(t, 1, strings.Count(got.Error(), ErrKMS.Error()), got.Error())
 			}
 		}
