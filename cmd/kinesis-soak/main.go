@@ -17,6 +17,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
 )
 
 // config is the command line.
@@ -37,8 +39,8 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == childArg {
-		os.Exit(runConsumerChild())
+	if consumerproc.IsChild() {
+		os.Exit(consumerproc.RunChild())
 	}
 	var c config
 	flag.DurationVar(&c.duration, "duration", time.Minute, "how long producers run (the run ends earlier at -max-records)")

@@ -15,6 +15,7 @@ import (
 	"github.com/dapr/kit/logger"
 
 	kinesisbinding "github.com/dapr-kinesis/kinesis"
+	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
 	"github.com/dapr-kinesis/kinesis/internal/faultproxy"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 )
@@ -80,15 +81,15 @@ func run(ctx context.Context, c config) (int, error) {
 	fmt.Printf("kinesis-soak: logs in %s\n", logDir)
 
 	t := newTally()
-	consumers := make([]*consumerProc, 0, c.consumers)
+	consumers := make([]*consumerproc.Proc, 0, c.consumers)
 	defer func() {
 		for _, p := range consumers {
-			_ = p.stop()
+			_ = p.Stop()
 		}
 	}()
 	for i := range c.consumers {
 		name := fmt.Sprintf("consumer-%d", i+1)
-		p, err := startConsumer(name, inputProps, logDir, func(data string, at int64) { t.delivered(name, data, at) })
+		p, err := consumerproc.Start(name, inputProps, 0, logDir, func(data string, at int64) { t.delivered(name, data, at) })
 		if err != nil {
 			return 0, err
 		}
@@ -97,7 +98,7 @@ func run(ctx context.Context, c config) (int, error) {
 	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for _, p := range consumers {
-		if err := p.waitReady(readyCtx); err != nil {
+		if err := p.WaitReady(readyCtx); err != nil {
 			return 0, err
 		}
 	}
@@ -135,9 +136,9 @@ func run(ctx context.Context, c config) (int, error) {
 		sent, failed, received := t.counts()
 		var parts []string
 		for _, p := range consumers {
-			if kib, err := rssKiB(p.pid()); err == nil {
-				rss.add(p.name, kib)
-				parts = append(parts, fmt.Sprintf("%s %s", p.name, mib(kib)))
+			if kib, err := consumerproc.RSSKiB(p.PID()); err == nil {
+				rss.add(p.Name(), kib)
+				parts = append(parts, fmt.Sprintf("%s %s", p.Name(), mib(kib)))
 			}
 		}
 		fmt.Printf("[%6s] %-8s sent %d, failed %d, received %d distinct; RSS %s\n",
@@ -167,7 +168,7 @@ func run(ctx context.Context, c config) (int, error) {
 
 	var stopErrs []error
 	for _, p := range consumers {
-		stopErrs = append(stopErrs, p.stop())
+		stopErrs = append(stopErrs, p.Stop())
 	}
 	consumers = nil
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -154,23 +153,6 @@ func (s summary) print(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "deliveries by %-18s %d\n", n+":", s.byName[n])
 	}
-}
-
-// rssKiB reads a process's resident set size from /proc (Linux).
-func rssKiB(pid int) (int, error) {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, fmt.Errorf("rss of %d: %w", pid, err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				return strconv.Atoi(f[0])
-			}
-		}
-	}
-	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
 }
 
 // rssSeries keeps each consumer's RSS samples.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -15,8 +16,8 @@ import (
 // TestMain fails the package if a goroutine outlives its tests. The test binary also serves as
 // the soak's consumer process in TestSoakSmoke.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == childArg {
-		os.Exit(runConsumerChild())
+	if consumerproc.IsChild() {
+		os.Exit(consumerproc.RunChild())
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -69,17 +70,6 @@ func TestPercentile(t *testing.T) {
 	assert.Equal(t, 50*time.Millisecond, percentile(vals, 0.50))
 	assert.Equal(t, 99*time.Millisecond, percentile(vals, 0.99))
 	assert.Equal(t, 100*time.Millisecond, percentile(vals, 1))
-}
-
-func TestRSSOfThisProcess(t *testing.T) {
-	if _, err := os.Stat("/proc/self/status"); err != nil {
-		t.Skip("no /proc on this system; the soak reads RSS from /proc/<pid>/status")
-	}
-	kib, err := rssKiB(os.Getpid())
-	require.NoError(t, err)
-	assert.Positive(t, kib)
-	_, err = rssKiB(1 << 30)
-	require.Error(t, err)
 }
 
 func TestParseRecordRejectsOthers(t *testing.T) {

@@ -1,4 +1,9 @@
-package main
+// Package consumerproc runs an input binding in a process of its own, for the commands that
+// measure several replicas (kinesis-soak, kinesis-bench-queue): each consumer's RSS is its own and
+// it can die alone. The command re-executes its own binary with ChildArg; the child reports each
+// record on stdout as "R <data> <unix nanos at the handler>" before acknowledging it, and its logs
+// go to stderr, which the parent writes to a file.
+package consumerproc
 
 import (
 	"bufio"
@@ -24,35 +29,43 @@ import (
 	kinesisbinding "github.com/dapr-kinesis/kinesis"
 )
 
-// A consumer runs in a process of its own (this binary with childArg), so that its RSS is its own
-// and it can die alone. It reports each record on stdout as "R <data> <unix nanos at the handler>"
-// before acknowledging it; its logs go to stderr, which the parent writes to a file.
-
 const (
-	childArg      = "-consumer-child"
-	childPropsEnv = "KINESIS_SOAK_PROPS"
-	stopGrace     = 15 * time.Second
+	// ChildArg is the first argument of a consumer process.
+	ChildArg       = "-consumer-child"
+	childPropsEnv  = "KINESIS_CONSUMER_PROPS"
+	handlerTimeEnv = "KINESIS_CONSUMER_HANDLER_TIME"
+	stopGrace      = 15 * time.Second
 )
 
-func runConsumerChild() int {
-	log := logger.NewLogger("soak-consumer")
+// IsChild reports whether this process was started as a consumer (Start); main then calls RunChild.
+func IsChild() bool { return len(os.Args) > 1 && os.Args[1] == ChildArg }
+
+// RunChild runs the binding the parent described until SIGTERM, and returns the exit code.
+func RunChild() int {
+	log := logger.NewLogger("consumer")
 	log.SetOutput(os.Stderr)
 	var props map[string]string
 	if err := json.Unmarshal([]byte(os.Getenv(childPropsEnv)), &props); err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: props:", err)
 		return 2
 	}
+	handlerTime, err := time.ParseDuration(cmpOr(os.Getenv(handlerTimeEnv), "0s"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: handler time:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
 	b := kinesisbinding.NewAWSKinesis(log)
-	if err := b.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
-		fmt.Fprintln(os.Stderr, "consumer: init:", err)
+	if initErr := b.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); initErr != nil {
+		fmt.Fprintln(os.Stderr, "consumer: init:", initErr)
 		return 2
 	}
 	out := bufio.NewWriter(os.Stdout)
 	var mu sync.Mutex
-	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+	err = b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+		time.Sleep(handlerTime) // the app's work
 		now := time.Now().UnixNano()
 		mu.Lock()
 		defer mu.Unlock()
@@ -76,8 +89,15 @@ func runConsumerChild() int {
 	return 0
 }
 
-// consumerProc is the parent's handle on a consumer process.
-type consumerProc struct {
+func cmpOr(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}
+
+// Proc is the parent's handle on a consumer process.
+type Proc struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
@@ -85,8 +105,9 @@ type consumerProc struct {
 	output  chan struct{} // closed when stdout is drained
 }
 
-// startConsumer starts a consumer process; each delivery goes to onRecord(data, handlerNanos).
-func startConsumer(name string, props map[string]string, logDir string, onRecord func(data string, at int64)) (*consumerProc, error) {
+// Start starts a consumer process of the component props whose handler takes handlerTime; each
+// delivery goes to onRecord(data, handlerNanos). Its log is name.log in logDir.
+func Start(name string, props map[string]string, handlerTime time.Duration, logDir string, onRecord func(data string, at int64)) (*Proc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", name, err)
@@ -102,8 +123,8 @@ func startConsumer(name string, props map[string]string, logDir string, onRecord
 	}
 	defer logFile.Close() // the child holds its own descriptor
 
-	cmd := exec.Command(self, childArg)
-	cmd.Env = append(os.Environ(), childPropsEnv+"="+string(raw))
+	cmd := exec.Command(self, ChildArg)
+	cmd.Env = append(os.Environ(), childPropsEnv+"="+string(raw), handlerTimeEnv+"="+handlerTime.String())
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childProcAttr()
 	stdout, err := cmd.StdoutPipe()
@@ -113,12 +134,12 @@ func startConsumer(name string, props map[string]string, logDir string, onRecord
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("consumer %s: start: %w", name, err)
 	}
-	p := &consumerProc{name: name, cmd: cmd, logPath: logPath, ready: make(chan struct{}), output: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, logPath: logPath, ready: make(chan struct{}), output: make(chan struct{})}
 	go p.readOutput(stdout, onRecord)
 	return p, nil
 }
 
-func (p *consumerProc) readOutput(stdout io.Reader, onRecord func(string, int64)) {
+func (p *Proc) readOutput(stdout io.Reader, onRecord func(string, int64)) {
 	defer close(p.output)
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -146,7 +167,8 @@ func (p *consumerProc) readOutput(stdout io.Reader, onRecord func(string, int64)
 	}
 }
 
-func (p *consumerProc) waitReady(ctx context.Context) error {
+// WaitReady waits until the consumer's Read has returned.
+func (p *Proc) WaitReady(ctx context.Context) error {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
@@ -160,10 +182,14 @@ func (p *consumerProc) waitReady(ctx context.Context) error {
 	}
 }
 
-func (p *consumerProc) pid() int { return p.cmd.Process.Pid }
+// Name is the consumer's name, as given to Start.
+func (p *Proc) Name() string { return p.name }
 
-// stop asks the consumer to close its binding and exit, and kills it after stopGrace.
-func (p *consumerProc) stop() error {
+// PID is the consumer process's.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Stop asks the consumer to close its binding and exit, and kills it after stopGrace.
+func (p *Proc) Stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	exited := make(chan error, 1)
 	go func() {
@@ -183,4 +209,21 @@ func (p *consumerProc) stop() error {
 		<-exited
 		return errors.New("consumer " + p.name + " did not exit within " + stopGrace.String() + " of SIGTERM; killed")
 	}
+}
+
+// RSSKiB reads a process's resident set size from /proc (Linux).
+func RSSKiB(pid int) (int, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
 }
