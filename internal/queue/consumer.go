@@ -100,7 +100,8 @@ func (c *Consumer) Run(ctx context.Context) {
 	}()
 	go c.acks.run()
 
-	pollers := min(maxPollers, (c.cfg.Concurrency+maxReceive-1)/maxReceive)
+	// At least two, so that one receives while the other waits for the slots that calls free.
+	pollers := min(maxPollers, max(2, (c.cfg.Concurrency+maxReceive-1)/maxReceive))
 	var polls sync.WaitGroup
 	for range pollers {
 		polls.Go(func() { c.poll(receiveCtx) })
