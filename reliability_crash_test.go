@@ -189,6 +189,42 @@ func consumerKilledMidStream(t *testing.T, mode consumerMode) {
 	t.Logf("%d records delivered twice: A's, after its last checkpoint", res.duplicates)
 }
 
+// TestQueueReplicaKilledMidStreamItsRecordsReachAnother: in mode queue, replica A is SIGKILLed while
+// records are being put; the records it held come back after the queue's visibility timeout, to
+// replica B, and every record is delivered. No lease is involved: B was reading all along.
+func TestQueueReplicaKilledMidStreamItsRecordsReachAnother(t *testing.T) {
+	t.Parallel()
+	tg := newQueueTarget(t)
+	props := tg.props(t, "queueVisibilityTimeout", "2s")
+
+	a := startChild(t, "queue A", "consumer", props)
+	a.waitLine(t, "READY", firstDeliveryTimeout)
+	b := startChild(t, "queue B", "consumer", props)
+	b.waitLine(t, "READY", firstDeliveryTimeout)
+
+	produced := make(chan []string, 1)
+	go func() {
+		produced <- producePaced(t, tg.direct, tg.stream, "q", faultLanes, 0, 60, 5, 250*time.Millisecond)
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	a.kill()
+	killedAt := len(a.protocol("R"))
+	sent := <-produced
+	more, err := putLanes(t.Context(), tg.direct, tg.stream, "q", faultLanes, 60, 70)
+	require.NoError(t, err)
+	sent = append(sent, more...)
+
+	testwait.Eventually(t, func() bool {
+		return len(missingFrom(sent, append(a.protocol("R"), b.protocol("R")...))) == 0
+	}, recoveryTimeout, 100*time.Millisecond, "what A held reaches B after the visibility timeout")
+	require.NoError(t, b.stop(30*time.Second), "B closes cleanly")
+
+	res := checkNoneLost(t, sent, append(a.protocol("R"), b.protocol("R")...))
+	t.Logf("A delivered %d records before it was killed, B %d; %d delivered twice", killedAt, len(b.protocol("R")), res.duplicates)
+	assert.Positive(t, killedAt, "A was reading when it was killed")
+	assert.Subset(t, b.protocol("R"), more, "records put after the kill come from B")
+}
+
 // TestProducerKilledWhileCallersWait: a producer process with many callers waiting on creates
 // (a proxy adds latency so that calls are always in flight) is SIGKILLed. Every record whose
 // create returned success before the kill must be in the stream, exactly as sent and where the

@@ -3,14 +3,14 @@
 // of replicas (consumer processes, so that each RSS is its own), a fresh on-demand stream (4 shards
 // on kinesis-local) is pre-filled and drained by handlers that take -handler-time per record, with
 // -concurrency handler calls per replica (queueConcurrency, or concurrencyPerShard in shared mode).
-// It prints records/s from the first delivery to the last, its ratio to the bound (the queue
+// It prints records/s from the moment every replica runs to the last delivery, its ratio to the bound (the queue
 // server's own ceiling, measured by a bare SDK receive/ack loop, or the handler calls that can run
 // at once / handler time, whichever is lower: replicas x concurrency in queue mode, shards x
 // concurrency in shared mode, where a shard runs its calls whichever replica owns it), duplicates,
 // records lost, and the replicas' peak RSS. It prints figures; it asserts nothing.
 //
 //	go run ./cmd/kinesis-bench-queue
-//	go run ./cmd/kinesis-bench-queue -replicas 1,2,4,8 -records 4000 -handler-time 10ms -concurrency 8
+//	go run ./cmd/kinesis-bench-queue -replicas 1,2,4,8 -records 8000 -handler-time 10ms -concurrency 8
 package main
 
 import (
@@ -60,7 +60,7 @@ func run() error {
 	var cfg config
 	replicas := flag.String("replicas", "1,2,4,8", "consumer processes per case, comma-separated")
 	modes := flag.String("modes", "queue,shared", "modes to measure, side by side")
-	flag.IntVar(&cfg.records, "records", 4000, "records pre-filled for each case")
+	flag.IntVar(&cfg.records, "records", 8000, "records pre-filled for each case")
 	flag.DurationVar(&cfg.handlerTime, "handler-time", 10*time.Millisecond, "time the handler takes per record")
 	flag.IntVar(&cfg.concurrency, "concurrency", 8, "handler calls at once per replica (queueConcurrency; concurrencyPerShard in shared mode)")
 	flag.DurationVar(&cfg.drainFor, "drain-timeout", 3*time.Minute, "longest wait for a case to drain")
@@ -168,11 +168,12 @@ type result struct {
 
 // tally counts the deliveries of one case.
 type tally struct {
-	mu          sync.Mutex
-	count       map[string]int
-	first, last time.Time
-	target      int
-	done        chan struct{}
+	mu     sync.Mutex
+	count  map[string]int
+	at     []time.Time // of each first delivery
+	last   time.Time
+	target int
+	done   chan struct{}
 }
 
 func (t *tally) delivered(data string, at int64) {
@@ -180,8 +181,8 @@ func (t *tally) delivered(data string, at int64) {
 	defer t.mu.Unlock()
 	t.count[data]++
 	when := time.Unix(0, at)
-	if t.first.IsZero() || when.Before(t.first) {
-		t.first = when
+	if t.count[data] == 1 {
+		t.at = append(t.at, when)
 	}
 	if when.After(t.last) {
 		t.last = when
@@ -220,6 +221,14 @@ func (b *bench) drain(ctx context.Context, mode string, n int) (result, error) {
 		}
 		procs = append(procs, p)
 	}
+	// The rate counts from when every replica runs: the first ones start on the pre-filled stream
+	// while the others are still starting.
+	for _, p := range procs {
+		if err := p.WaitReady(ctx); err != nil {
+			return result{}, err
+		}
+	}
+	allRunning := time.Now()
 	var res result
 	rssDone := make(chan struct{})
 	var sampler sync.WaitGroup
@@ -241,8 +250,14 @@ func (b *bench) drain(ctx context.Context, mode string, n int) (result, error) {
 		res.duplicates += c - 1
 	}
 	res.lost = b.cfg.records - len(t.count)
-	if len(t.count) > 1 {
-		res.rate = float64(len(t.count)-1) / t.last.Sub(t.first).Seconds()
+	after := 0
+	for _, at := range t.at {
+		if !at.Before(allRunning) {
+			after++
+		}
+	}
+	if after > 1 {
+		res.rate = float64(after) / t.last.Sub(allRunning).Seconds()
 	}
 	if res.lost > 0 {
 		return res, fmt.Errorf("%d of %d records not delivered within %v (logs in %s)", res.lost, b.cfg.records, b.cfg.drainFor, b.logDir)

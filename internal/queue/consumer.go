@@ -27,6 +27,8 @@ const (
 	receiveRetryMax   = 5 * time.Second
 	// maxPollers bounds the long polls in flight at once: enough to keep the handler slots filled.
 	maxPollers = 8
+	// slotGather is how long a poller waits for more free handler slots before it receives.
+	slotGather = 5 * time.Millisecond
 	// DefaultCloseGrace is how long Stop lets handler calls in flight finish.
 	DefaultCloseGrace = 4 * time.Second
 )
@@ -187,20 +189,40 @@ func (c *Consumer) poll(ctx context.Context) {
 }
 
 // takeSlots blocks until one handler slot is free, then takes as many more as are free, up to a
-// receive's worth.
+// receive's worth; while it has fewer than half the slots (or a receive's worth), it waits up to
+// slotGather for calls to end. So receives carry several records at once instead of one each:
+// every receive is a request, and they would cost more than the records on a busy replica.
 func (c *Consumer) takeSlots(ctx context.Context) (int, bool) {
 	select {
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
 		return 0, false
 	}
+	want := min(maxReceive, (c.cfg.Concurrency+1)/2)
 	n := 1
+	var gather <-chan time.Time
 	for n < maxReceive {
 		select {
 		case c.slots <- struct{}{}:
 			n++
+			continue
 		default:
+		}
+		if n >= want {
 			return n, true
+		}
+		if gather == nil {
+			timer := time.NewTimer(slotGather)
+			defer timer.Stop()
+			gather = timer.C
+		}
+		select {
+		case c.slots <- struct{}{}:
+			n++
+		case <-gather:
+			return n, true
+		case <-ctx.Done():
+			return n, true // the receive that follows fails at once; the slots are given back
 		}
 	}
 	return n, true
