@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,6 +262,47 @@ func TestQueueModeReplicasStartedTogetherShareOneQueue(t *testing.T) {
 	}
 }
 
+// createQueue creates a queue on stream (TRIM_HORIZON, a 30 s visibility timeout, dead letters
+// after 3 receives), as an operator would, and returns its ARN.
+func createQueue(t *testing.T, client *kinesis.Client, stream, name string) string {
+	t.Helper()
+	sum, err := client.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
+	require.NoError(t, err)
+	out, err := client.CreateQueue(t.Context(), &kinesis.CreateQueueInput{
+		QueueName: aws.String(name),
+		StreamConfigurationList: []types.QueueStreamConfiguration{{
+			StreamARN: sum.StreamDescriptionSummary.StreamARN, StartingPosition: &types.QueueStartingPosition{Type: types.QueueStartingPositionTypeTrimHorizon},
+		}},
+		QueueAttributes: &types.QueueAttributes{
+			VisibilityTimeoutSeconds: aws.Int32(30),
+			DeadLetterConfiguration:  &types.DeadLetterConfiguration{TargetType: types.TargetTypeBuiltIn, MaxReceiveCount: aws.Int32(3)},
+		},
+	})
+	require.NoError(t, err)
+	return aws.ToString(out.QueueDescription.QueueARN)
+}
+
+func TestQueueModeReadsTheQueueOfQueueARNAndSaysWhatItRules(t *testing.T) {
+	t.Parallel()
+	tg := newQueueTarget(t)
+	name := localaws.UniqueName("ops")
+	arn := createQueue(t, tg.client, tg.stream, name)
+	sent := tg.put(t, "arn", 10)
+	log, logs := testlog.New(t)
+	rec := newQueueRecorder()
+	// The metadata asks for other settings; the queue's own rule, and the log says which.
+	props := tg.props(t, "queueARN", arn, "queueVisibilityTimeout", "5m", "maxDeliveryAttempts", "9")
+	startQueueBinding(t, props, rec.handler("a"), func(b *AWSKinesis) { b.logger = log })
+	testwait.Eventually(t, func() bool { return rec.allSucceeded(sent) }, 30*time.Second, 20*time.Millisecond)
+	assert.Equal(t, 1, logs.Count("Reading existing queue "+arn+": visibility timeout 30s, dead-letter state after 3 unacknowledged receives"), logs.String())
+
+	out, err := tg.client.ListQueues(t.Context(), &kinesis.ListQueuesInput{})
+	require.NoError(t, err)
+	for _, q := range out.QueueSummaries {
+		assert.NotEqual(t, props["consumerName"], aws.ToString(q.QueueName), "nothing created with queueARN")
+	}
+}
+
 func TestQueueModeRefusesWhatItCannotRead(t *testing.T) {
 	t.Parallel()
 	tg := newQueueTarget(t)
@@ -283,19 +325,34 @@ func TestQueueModeRefusesWhatItCannotRead(t *testing.T) {
 		assert.Contains(t, err.Error(), "mode queue needs an on-demand stream")
 	})
 
-	t.Run("receiving denied", func(t *testing.T) {
+	t.Run("receiving denied, then allowed", func(t *testing.T) {
+		var denied atomic.Bool
+		denied.Store(true)
 		faults := newFaultClient(func(op string, _ int, req *http.Request) *http.Response {
-			if op == "ReceiveQueueRecords" {
+			if op == "ReceiveQueueRecords" && denied.Load() {
 				return awsErrorResponse(req, http.StatusBadRequest, "AccessDeniedException", "not authorized to perform: kinesis:ReceiveQueueRecords")
 			}
 			return nil
 		})
 		log, logs := testlog.New(t)
+		rec := newQueueRecorder()
 		b := newBinding(t, tg.props(t), func(b *AWSKinesis) { b.sdkHTTPClient, b.logger = faults, log })
-		require.NoError(t, b.Read(t.Context(), newQueueRecorder().handler("a")), "Read starts; receiving is retried")
+		require.NoError(t, b.Read(t.Context(), rec.handler("a")), "Read starts; receiving is retried")
 		testwait.Eventually(t, func() bool { return faults.count("ReceiveQueueRecords") >= 3 }, 10*time.Second, 20*time.Millisecond)
+		sent := tg.put(t, "allowed", 5)
+		denied.Store(false) // the policy was fixed: no restart needed
+		testwait.Eventually(t, func() bool { return rec.allSucceeded(sent) }, 30*time.Second, 20*time.Millisecond)
 		require.NoError(t, b.Close())
 		assert.Equal(t, 1, logs.Count("level=error"), logs.String())
 		assert.Equal(t, 1, logs.Count("(kinesis:ReceiveQueueRecords)"), "the permission is named once: %s", logs.String())
+		assert.Equal(t, 1, logs.Count("Receiving from the queue works again"), logs.String())
+	})
+
+	t.Run("queueARN of another stream's queue", func(t *testing.T) {
+		other := localaws.NewOnDemandStream(t)
+		arn := createQueue(t, tg.client, other, localaws.UniqueName("other"))
+		err := newBinding(t, tg.props(t, "queueARN", arn)).Read(t.Context(), newQueueRecorder().handler("a"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "'queueARN' "+arn+" reads another stream than")
 	})
 }
