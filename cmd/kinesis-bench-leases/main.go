@@ -9,11 +9,17 @@
 //     closed and a replacement started; time from the replacement's Read until fair again, and the
 //     records lost (never delivered) and duplicated (delivered more than once) over the whole case.
 //
-// Default metadata throughout except initialPosition TRIM_HORIZON. Figures are printed, never
-// asserted: the machine is shared.
+//   - cost: -replicas replicas, each with a DynamoDB meter (internal/localaws) between it and
+//     dynalite; what the lease table costs at AWS's on-demand prices, per replica and in total, for
+//     an idle stream and for a busy one (-busy-rate records/s on random keys), with the time until
+//     every shard is owned and until the split is fair.
+//
+// Default metadata throughout except initialPosition TRIM_HORIZON (and -poll-interval for cost).
+// Figures are printed, never asserted: the machine is shared.
 //
 //	go run ./cmd/kinesis-bench-leases
 //	go run ./cmd/kinesis-bench-leases -shards 16 -cases one,three
+//	go run ./cmd/kinesis-bench-leases -cases cost -shards 200 -replicas 20 -poll-interval 2s -busy-rate 400
 package main
 
 import (
@@ -21,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"strconv"
@@ -60,7 +67,12 @@ type bench struct {
 
 func run() error {
 	shards := flag.Int("shards", 64, "shards per stream")
-	cases := flag.String("cases", "one,three,rolling", "cases to run")
+	cases := flag.String("cases", "one,three,rolling", "cases to run: one, three, rolling, cost")
+	flag.IntVar(&costCfg.replicas, "replicas", 3, "cost: replicas on the stream")
+	flag.DurationVar(&costCfg.idle, "idle", 30*time.Second, "cost: how long the idle stream is measured")
+	flag.DurationVar(&costCfg.busy, "busy", 30*time.Second, "cost: how long the busy stream is measured (0: not at all)")
+	flag.IntVar(&costCfg.busyRate, "busy-rate", 0, "cost: records put per second while busy (default: 2 per shard)")
+	flag.StringVar(&costCfg.pollInterval, "poll-interval", "", "cost: the replicas' pollInterval (default: the binding's; raise it for large sizes)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	flag.StringVar(&logLevel, "log-level", "warn", "the replicas' log level (debug shows each lease taken, claimed and handed over)")
 	flag.Parse()
@@ -89,6 +101,8 @@ func run() error {
 			err = b.three(ctx)
 		case "rolling":
 			err = b.rolling(ctx)
+		case "cost":
+			err = b.cost(ctx, costCfg)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
 		}
@@ -281,7 +295,7 @@ func (b *bench) newStream(ctx context.Context) (stream, consumer string, err err
 	return stream, localaws.UniqueName("bench"), b.srv.CreateStream(ctx, b.client, stream, b.shards)
 }
 
-func (b *bench) start(ctx context.Context, stream, consumer, worker string, handler bindings.Handler) (bindings.InputOutputBinding, error) {
+func (b *bench) start(ctx context.Context, stream, consumer, worker string, handler bindings.Handler, extra ...map[string]string) (bindings.InputOutputBinding, error) {
 	log := logger.NewLogger("kinesis-bench-leases-" + worker)
 	log.SetOutputLevel(logger.LogLevel(logLevel))
 	if handler == nil {
@@ -291,6 +305,9 @@ func (b *bench) start(ctx context.Context, stream, consumer, worker string, hand
 		"streamName": stream, "consumerName": consumer, "workerID": worker,
 		"region": b.srv.Region, "endpoint": b.srv.KinesisEndpoint, "dynamoDBEndpoint": b.srv.DynamoDBEndpoint,
 		"accessKey": localaws.AccessKeyID, "secretKey": localaws.SecretAccessKey, "initialPosition": "TRIM_HORIZON",
+	}
+	for _, e := range extra {
+		maps.Copy(props, e)
 	}
 	binding := kb.NewAWSKinesis(log)
 	if err := binding.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
