@@ -142,12 +142,13 @@ func (a *AWSKinesis) startConsumer(ctx context.Context, handler bindings.Handler
 			Wall:          a.wallClock,
 			Log:           log,
 		},
-		NewReader:      newReader,
-		Handler:        handler,
-		HandlerContext: ctx,
-		Delivery:       settings,
-		LagWarning:     m.LagWarningThreshold,
-		Log:            log,
+		NewReader:       newReader,
+		Handler:         handler,
+		HandlerContext:  ctx,
+		Delivery:        settings,
+		LagWarning:      m.LagWarningThreshold,
+		CheckpointEvery: m.CheckpointInterval,
+		Log:             log,
 	})
 	if err != nil {
 		clients.closeIdle()

@@ -110,6 +110,7 @@ type kinesisMetadata struct {
 	MaxDeliveryAttempts  int             `json:"maxDeliveryAttempts" mapstructure:"maxDeliveryAttempts"`
 	ConcurrencyPerShard  int             `json:"concurrencyPerShard" mapstructure:"concurrencyPerShard"`
 	LagWarningThreshold  time.Duration   `json:"lagWarningThreshold" mapstructure:"lagWarningThreshold"`
+	CheckpointInterval   time.Duration   `json:"checkpointInterval" mapstructure:"checkpointInterval"`
 	DeadLetterStream     string          `json:"deadLetterStream" mapstructure:"deadLetterStream"`
 	MaxRecordAge         time.Duration   `json:"maxRecordAge" mapstructure:"maxRecordAge"`
 
@@ -157,6 +158,7 @@ func defaultMetadata() kinesisMetadata {
 		QueueConcurrency:       defaultQueueConcurrency,
 		QueueVisibilityTimeout: 30 * time.Second, // the service's own default
 		LagWarningThreshold:    defaultLagWarningThreshold,
+		CheckpointInterval:     time.Second,
 		Aggregation:            aggregationNone,
 	}
 }
@@ -284,6 +286,9 @@ func (m *kinesisMetadata) validateInput() error {
 	}
 	if m.ConcurrencyPerShard < 1 || m.ConcurrencyPerShard > maxConcurrencyPerShard {
 		return fmt.Errorf("'concurrencyPerShard' must be between 1 (one record of a shard at a time) and %d", maxConcurrencyPerShard)
+	}
+	if m.CheckpointInterval < 100*time.Millisecond || m.CheckpointInterval > maxInterval {
+		return fmt.Errorf("'checkpointInterval' must be between 100ms and %s", maxInterval)
 	}
 	if m.LagWarningThreshold < 0 || m.LagWarningThreshold > maxRetention {
 		return fmt.Errorf("'lagWarningThreshold' must be between 0 (no lag warning) and %s", maxRetention)

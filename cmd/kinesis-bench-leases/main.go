@@ -7,8 +7,7 @@
 //     until the split is fair (max-min ≤ 1) with no claim pending;
 //   - rolling: three replicas sharing the stream while records are put (a record ID in each); one is
 //     closed and a replacement started; time from the replacement's Read until fair again, and the
-//     records lost (never delivered) and duplicated (delivered more than once) over the whole case.
-//
+//     records lost (never delivered) and duplicated (delivered more than once) over the whole case;
 //   - cost: -replicas replicas, each with a DynamoDB meter (internal/localaws) between it and
 //     dynalite; what the lease table costs at AWS's on-demand prices, per replica and in total, for
 //     an idle stream and for a busy one (-busy-rate records/s on random keys), with the time until
