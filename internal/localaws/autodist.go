@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/big"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -55,7 +54,7 @@ type AutoDistribution struct {
 	proxy     *httputil.ReverseProxy
 	srv       *http.Server
 	url       string
-	served    chan struct{} // closed when Serve has returned
+	served    <-chan struct{} // closed when Serve has returned
 
 	mu       sync.Mutex
 	auto     map[string]bool // by stream name; absent means USER_PARTITION_KEY
@@ -77,39 +76,14 @@ func NewAutoDistribution(t testing.TB, target string) *AutoDistribution {
 
 // StartAutoDistribution starts a proxy to target, for a program (a bench) that closes it itself.
 func StartAutoDistribution(target string) (*AutoDistribution, error) {
-	u, err := url.Parse(target)
+	f, err := newFrontProxy("autodist", target)
 	if err != nil {
-		return nil, fmt.Errorf("localaws: autodist: target: %w", err)
+		return nil, err
 	}
-	if u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("localaws: autodist: target %q is not a plain http URL", target)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("localaws: autodist: listen: %w", err)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = false // see newHTTPClient
-	tr.MaxIdleConnsPerHost = 64
-	a := &AutoDistribution{
-		target: u, transport: tr, url: "http://" + ln.Addr().String(),
-		served: make(chan struct{}), auto: map[string]bool{},
-	}
-	a.proxy = &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
-		Transport: tr,
-		// Flush every write: SubscribeToShard answers are event streams that last minutes.
-		FlushInterval:  -1,
-		ModifyResponse: a.rewriteAnswer,
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			http.Error(w, "localaws: autodist: "+err.Error(), http.StatusBadGateway)
-		},
-	}
+	a := &AutoDistribution{target: f.target, transport: f.transport, proxy: f.proxy, url: f.url, auto: map[string]bool{}}
+	a.proxy.ModifyResponse = a.rewriteAnswer
 	a.srv = &http.Server{Handler: http.HandlerFunc(a.serve), ReadHeaderTimeout: readHeaderTimeout}
-	go func() {
-		defer close(a.served)
-		_ = a.srv.Serve(ln) // returns ErrServerClosed on close
-	}()
+	a.served = f.serve(a.srv)
 	return a, nil
 }
 

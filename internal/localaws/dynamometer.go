@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +35,7 @@ type DynamoDBMeter struct {
 	srv    *http.Server
 	url    string
 	proxy  *httputil.ReverseProxy
-	served chan struct{}
+	served <-chan struct{}
 
 	mu  sync.Mutex
 	ops map[string]*OpUsage
@@ -95,31 +93,14 @@ func NewDynamoDBMeter(t testing.TB, target string) *DynamoDBMeter {
 
 // StartDynamoDBMeter starts a meter in front of target, for a program (a bench) that closes it.
 func StartDynamoDBMeter(target string) (*DynamoDBMeter, error) {
-	u, err := url.Parse(target)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("localaws: dynamodb meter: target %q is not a plain http URL", target)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	f, err := newFrontProxy("dynamodb meter", target)
 	if err != nil {
-		return nil, fmt.Errorf("localaws: dynamodb meter: listen: %w", err)
+		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = false
-	m := &DynamoDBMeter{url: "http://" + ln.Addr().String(), served: make(chan struct{}), ops: map[string]*OpUsage{}}
-	m.proxy = &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
-		Transport:      tr,
-		ModifyResponse: m.count,
-		// A client that gave up (its context ended) is no news: answer quietly.
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			http.Error(w, "localaws: dynamodb meter: "+err.Error(), http.StatusBadGateway)
-		},
-	}
+	m := &DynamoDBMeter{url: f.url, proxy: f.proxy, ops: map[string]*OpUsage{}}
+	m.proxy.ModifyResponse = m.count
 	m.srv = &http.Server{Handler: http.HandlerFunc(m.serve), ReadHeaderTimeout: readHeaderTimeout}
-	go func() {
-		defer close(m.served)
-		_ = m.srv.Serve(ln)
-	}()
+	m.served = f.serve(m.srv)
 	return m, nil
 }
 

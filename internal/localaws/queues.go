@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -104,7 +103,7 @@ type QueueServer struct {
 	proxy     *httputil.ReverseProxy
 	srv       *http.Server
 	url       string
-	served    chan struct{} // closed when Serve has returned
+	served    <-chan struct{} // closed when Serve has returned
 	// ctx ends with Close: it stops the readers and ends long polls.
 	ctx    context.Context //nolint:containedctx // lifetime of the server's own work
 	cancel context.CancelFunc
@@ -143,41 +142,20 @@ func StartQueueServer(target string) (*QueueServer, error) {
 
 // StartQueueServerWith is StartQueueServer with options.
 func StartQueueServerWith(target string, opts QueueOptions) (*QueueServer, error) {
-	u, err := url.Parse(target)
+	f, err := newFrontProxy("queues", target)
 	if err != nil {
-		return nil, fmt.Errorf("localaws: queues: target: %w", err)
-	}
-	if u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("localaws: queues: target %q is not a plain http URL", target)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("localaws: queues: listen: %w", err)
+		return nil, err
 	}
 	opts.ActivationDelay = cmp.Or(opts.ActivationDelay, defaultQueueDelay)
 	opts.DeletionDelay = cmp.Or(opts.DeletionDelay, defaultQueueDelay)
 	opts.PollInterval = cmp.Or(opts.PollInterval, defaultQueuePoll)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = false // see newHTTPClient
-	tr.MaxIdleConnsPerHost = 64
 	ctx, cancel := context.WithCancel(context.Background())
 	q := &QueueServer{
-		target: u, opts: opts, transport: tr, url: "http://" + ln.Addr().String(),
-		served: make(chan struct{}), ctx: ctx, cancel: cancel, queues: map[string]*queue{},
-	}
-	q.proxy = &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
-		Transport:     tr,
-		FlushInterval: -1, // SubscribeToShard answers are event streams that last minutes
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			http.Error(w, "localaws: queues: "+err.Error(), http.StatusBadGateway)
-		},
+		target: f.target, opts: opts, transport: f.transport, proxy: f.proxy, url: f.url,
+		ctx: ctx, cancel: cancel, queues: map[string]*queue{},
 	}
 	q.srv = &http.Server{Handler: http.HandlerFunc(q.serve), ReadHeaderTimeout: readHeaderTimeout}
-	go func() {
-		defer close(q.served)
-		_ = q.srv.Serve(ln) // returns ErrServerClosed on close
-	}()
+	q.served = f.serve(q.srv)
 	return q, nil
 }
 
