@@ -237,8 +237,11 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]types.QueueRecord, err
 	if err != nil {
 		return nil, fmt.Errorf("kinesis binding error: receiving from queue %s (kinesis:ReceiveQueueRecords): %w", c.cfg.Queue.ARN, awserr.Classify(err))
 	}
-	if len(out.QueueRecords) > n { // never more than asked for; keep the slots' count true
-		return out.QueueRecords[:n], errors.New("kinesis binding error: ReceiveQueueRecords answered more records than its Limit")
+	if len(out.QueueRecords) > n {
+		// Never more calls than slots: the extra records stay hidden until their visibility timeout
+		// ends, and then come back, to this replica or another.
+		c.cfg.Log.Warnf("ReceiveQueueRecords answered %d records for a Limit of %d; the rest come back after the visibility timeout", len(out.QueueRecords), n)
+		return out.QueueRecords[:n], nil
 	}
 	return out.QueueRecords, nil
 }
