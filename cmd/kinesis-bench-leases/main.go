@@ -11,7 +11,9 @@
 //   - cost: -replicas replicas, each with a DynamoDB meter (internal/localaws) between it and
 //     dynalite; what the lease table costs at AWS's on-demand prices, per replica and in total, for
 //     an idle stream and for a busy one (-busy-rate records/s on random keys), with the time until
-//     every shard is owned and until the split is fair.
+//     every shard is owned and until the split is fair;
+//   - failover: -replicas replica processes; one is SIGKILLed, and the time until the others own
+//     every shard again is printed (a lease is taken over once seen unrenewed for leaseDuration).
 //
 // Default metadata throughout except initialPosition TRIM_HORIZON (and -poll-interval for cost).
 // Figures are printed, never asserted: the machine is shared.
@@ -42,6 +44,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	kb "github.com/dapr-kinesis/kinesis"
+	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
@@ -49,6 +52,9 @@ import (
 )
 
 func main() {
+	if consumerproc.IsChild() {
+		os.Exit(consumerproc.RunChild())
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "kinesis-bench-leases:", err)
 		os.Exit(1)
@@ -66,7 +72,7 @@ type bench struct {
 
 func run() error {
 	shards := flag.Int("shards", 64, "shards per stream")
-	cases := flag.String("cases", "one,three,rolling", "cases to run: one, three, rolling, cost")
+	cases := flag.String("cases", "one,three,rolling", "cases to run: one, three, rolling, cost, failover")
 	flag.IntVar(&costCfg.replicas, "replicas", 3, "cost: replicas on the stream")
 	flag.DurationVar(&costCfg.idle, "idle", 30*time.Second, "cost: how long the idle stream is measured")
 	flag.DurationVar(&costCfg.busy, "busy", 30*time.Second, "cost: how long the busy stream is measured (0: not at all)")
@@ -102,6 +108,8 @@ func run() error {
 			err = b.rolling(ctx)
 		case "cost":
 			err = b.cost(ctx, costCfg)
+		case "failover":
+			err = b.failover(ctx, costCfg)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
 		}

@@ -188,6 +188,13 @@ func (p *Proc) Name() string { return p.name }
 // PID is the consumer process's.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
+// Kill ends the consumer with SIGKILL, as a crash would: no Close, no final checkpoint.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.output
+	_ = p.cmd.Wait()
+}
+
 // Stop asks the consumer to close its binding and exit, and kills it after stopGrace.
 func (p *Proc) Stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
