@@ -97,6 +97,14 @@ func IsConditionFailed(err error) bool {
 	return errors.As(err, &ccf)
 }
 
+// OperatorMustAct reports failures that retrying alone does not end: a denied permission, bad
+// credentials, a missing stream or queue, an unusable KMS key.
+func OperatorMustAct(err error) bool {
+	err = Classify(err)
+	return errors.Is(err, ErrAccessDenied) || errors.Is(err, ErrInvalidCredentials) ||
+		errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrKMS)
+}
+
 // KMS permissions a stream encrypted with a customer-managed key asks of its readers and writers.
 const (
 	PermissionRead  = "kms:Decrypt"

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/backoff"
+	"github.com/dapr-kinesis/kinesis/internal/episode"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/kit/logger"
 )
@@ -32,6 +32,9 @@ const (
 	// DefaultCloseGrace is how long Stop lets handler calls in flight finish.
 	DefaultCloseGrace = 4 * time.Second
 )
+
+// receiving names the pollers' calls in the log.
+const receiving = "Receiving from the queue"
 
 // Config is what a Consumer needs.
 type Config struct {
@@ -64,7 +67,8 @@ type Consumer struct {
 	stopOnce      sync.Once
 	leaving       chan struct{} // closed once no more records are received, for whatever reason
 	done          chan struct{} // closed when Run has returned
-	failures      receiveFailures
+	// failures is the receive failures of all the pollers, logged as one episode.
+	failures *episode.Episode
 }
 
 // New returns a Consumer; nothing runs until Run.
@@ -82,7 +86,7 @@ func New(cfg Config) *Consumer {
 	}
 	c.handlerCtx, c.cancelHandler = context.WithCancel(context.Background())
 	c.acks = newAcker(cfg.API, cfg.Queue.ARN, cfg.Log)
-	c.failures.log = cfg.Log
+	c.failures = episode.New(cfg.Log, awserr.PermissionRead)
 	return c
 }
 
@@ -174,13 +178,13 @@ func (c *Consumer) poll(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.failures.failed(err)
+			c.failures.Failed(receiving, err, awserr.OperatorMustAct(err))
 			if !backoff.Sleep(ctx, retry.Next()) {
 				return
 			}
 			continue
 		}
-		c.failures.recovered()
+		c.failures.Recovered(receiving)
 		retry = backoff.Exponential{Initial: receiveRetryFirst, Max: receiveRetryMax}
 		for i := range recs {
 			c.handlers.Go(func() { c.deliver(&recs[i]) })
@@ -244,47 +248,4 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]types.QueueRecord, err
 		return out.QueueRecords[:n], nil
 	}
 	return out.QueueRecords, nil
-}
-
-// receiveFailures logs the receive failures of all the pollers as episodes: the first failure
-// once, an operator's problem (a denied permission, a missing queue or key) again every
-// operatorRelog while it lasts, and the end.
-type receiveFailures struct {
-	log logger.Logger
-
-	mu       sync.Mutex
-	failures int
-	loggedAt time.Time
-}
-
-// operatorRelog is how often a failure only an operator can end is logged again.
-const operatorRelog = 5 * time.Minute
-
-func (r *receiveFailures) failed(err error) {
-	operator := errors.Is(err, awserr.ErrAccessDenied) || errors.Is(err, awserr.ErrStreamNotFound) ||
-		errors.Is(err, awserr.ErrInvalidCredentials) || errors.Is(err, awserr.ErrKMS)
-	err = awserr.WithKMSAdvice(err, awserr.PermissionRead)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.failures++
-	switch {
-	case r.failures == 1 && operator:
-		r.log.Errorf("Receiving from the queue failed, retrying with backoff until it works (an operator must act): %v", err)
-	case r.failures == 1:
-		r.log.Warnf("Receiving from the queue failed, retrying with backoff: %v", err)
-	case operator && time.Since(r.loggedAt) >= operatorRelog:
-		r.log.Errorf("Receiving from the queue still fails after %d attempts (an operator must act): %v", r.failures, err)
-	default:
-		return
-	}
-	r.loggedAt = time.Now()
-}
-
-func (r *receiveFailures) recovered() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failures > 0 {
-		r.log.Infof("Receiving from the queue works again after %d failed attempts", r.failures)
-		r.failures = 0
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/backoff"
+	"github.com/dapr-kinesis/kinesis/internal/episode"
 	"github.com/dapr/kit/logger"
 )
 
@@ -29,7 +30,7 @@ type fanOut struct {
 	log logger.Logger
 
 	// The failure episode and its backoffs, ended by the first event of a subscription.
-	failures episode
+	failures *episode.Episode
 	refused  backoff.Exponential
 }
 
@@ -46,7 +47,7 @@ func NewFanOut(cfg FanOutConfig) Reader {
 	return &fanOut{
 		cfg:      cfg,
 		log:      log,
-		failures: episode{log: log},
+		failures: episode.New(log, awserr.PermissionRead),
 		refused:  backoff.Exponential{Initial: subscribeRetryFirst, Max: subscribeRetryMax},
 	}
 }
@@ -84,17 +85,17 @@ func (f *fanOut) Run(ctx context.Context, out chan<- Batch) error {
 			// The old subscription, typically the one whose connection just dropped, goes away within
 			// 5 s on AWS: retrying at the cadence AWS allows (minSubscribeGap, kept by the loop) resumes
 			// as soon as it has gone, with at most 5 extra calls.
-			f.failures.failed("Subscribing to the shard", err, false)
+			f.failures.Failed("Subscribing to the shard", err, false)
 			wait = 0
 		case errors.As(err, &apiErr):
-			f.failures.failed("Subscribing to the shard", err, operatorMustAct(err))
+			f.failures.Failed("Subscribing to the shard", err, awserr.OperatorMustAct(err))
 			wait = f.refused.Next()
 		case events > 0:
 			// The connection dropped mid-subscription: AWS allows a new one a second after the last.
 			f.log.Debugf("Subscription ended: %v; subscribing again", err)
 			wait = 0
 		default:
-			f.failures.failed("Subscribing to the shard", err, false)
+			f.failures.Failed("Subscribing to the shard", err, false)
 			wait = f.refused.Next()
 		}
 	}
@@ -137,7 +138,7 @@ func (f *fanOut) subscribe(ctx context.Context, after string, out chan<- Batch, 
 				continue
 			}
 			if events++; events == 1 {
-				f.failures.recovered("Subscribing to the shard")
+				f.failures.Recovered("Subscribing to the shard")
 				f.refused.Reset()
 			}
 			v := e.Value

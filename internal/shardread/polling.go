@@ -12,6 +12,7 @@ import (
 
 	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/backoff"
+	"github.com/dapr-kinesis/kinesis/internal/episode"
 	"github.com/dapr/kit/logger"
 )
 
@@ -49,7 +50,7 @@ func (p *polling) Run(ctx context.Context, out chan<- Batch) error {
 		lastCall time.Time
 		lastSent time.Time
 		retry    = backoff.Exponential{Initial: pollRetryFirst, Max: pollRetryMax}
-		failures = episode{log: p.log}
+		failures = episode.New(p.log, awserr.PermissionRead)
 	)
 	stopped := func() error {
 		p.log.Debugf("Polling reader stopped: its context ended")
@@ -67,7 +68,7 @@ func (p *polling) Run(ctx context.Context, out chan<- Batch) error {
 				if ctx.Err() != nil {
 					return stopped()
 				}
-				failures.failed("GetShardIterator", err, operatorMustAct(err))
+				failures.Failed("GetShardIterator", err, awserr.OperatorMustAct(err))
 				if !backoff.Sleep(ctx, retry.Next()) {
 					return stopped()
 				}
@@ -93,13 +94,13 @@ func (p *polling) Run(ctx context.Context, out chan<- Batch) error {
 			iterator = ""
 			continue
 		case err != nil:
-			failures.failed("GetRecords", fmt.Errorf("kinesis binding error: shard %s: GetRecords: %w", p.cfg.ShardID, awserr.Classify(err)), operatorMustAct(err))
+			failures.Failed("GetRecords", fmt.Errorf("kinesis binding error: shard %s: GetRecords: %w", p.cfg.ShardID, awserr.Classify(err)), awserr.OperatorMustAct(err))
 			if !backoff.Sleep(ctx, retry.Next()) {
 				return stopped()
 			}
 			continue
 		}
-		failures.recovered("Reading the shard")
+		failures.Recovered("Reading the shard")
 		retry.Reset()
 
 		b := Batch{Records: res.Records, MillisBehindLatest: aws.ToInt64(res.MillisBehindLatest), End: res.NextShardIterator == nil}
@@ -144,10 +145,4 @@ func (p *polling) iterator(ctx context.Context, lastRead string) (string, error)
 		return "", fmt.Errorf("kinesis binding error: shard %s: GetShardIterator %s %s: %w", p.cfg.ShardID, typ, seq, awserr.Classify(err))
 	}
 	return aws.ToString(res.ShardIterator), nil
-}
-
-// operatorMustAct reports failures that retrying alone does not end.
-func operatorMustAct(err error) bool {
-	return errors.Is(awserr.Classify(err), awserr.ErrAccessDenied) || errors.Is(awserr.Classify(err), awserr.ErrInvalidCredentials) ||
-		errors.Is(awserr.Classify(err), awserr.ErrStreamNotFound) || errors.Is(awserr.Classify(err), awserr.ErrKMS)
 }

@@ -254,26 +254,6 @@ func TestPollingKMSKeyProblemSaysWhatToFixAndResumesByItself(t *testing.T) {
 	assert.Greater(t, calls[4].Sub(calls[0]), time.Second, "four failures backed off: 0.2 + 0.4 + 0.8 s at least, with jitter")
 }
 
-func TestAnOperatorsProblemIsLoggedAgainEveryFiveMinutesWhileItLasts(t *testing.T) {
-	log, logs := testlog.New(t)
-	at := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
-	e := episode{log: log, now: func() time.Time { return at }}
-	disabled := &types.KMSDisabledException{Message: aws.String("key disabled")}
-	for range 20 { // 20 failures over 9.5 minutes
-		e.failed("GetRecords", disabled, true)
-		at = at.Add(30 * time.Second)
-	}
-	assert.Equal(t, 2, logs.Count("level=error"), logs.String())
-	assert.Equal(t, 1, logs.Count("still failing after 11 attempts"), logs.String())
-	assert.Equal(t, 2, logs.Count("the stream's KMS key is disabled"), logs.String())
-
-	throttled := episode{log: log}
-	for range 20 {
-		throttled.failed("GetRecords", &types.ProvisionedThroughputExceededException{}, false)
-	}
-	assert.Equal(t, 1, logs.Count("level=warning"), "a passing failure: once per episode")
-}
-
 func TestPollingShardEndEndsTheRun(t *testing.T) {
 	shard := &fakeShard{records: 12, closed: true}
 	batches, done := run(t, t.Context(), shard, PollingConfig{MaxRecords: 10, Start: Start{FromTrimHorizon: true}})
