@@ -3,6 +3,7 @@ package kinesis
 import (
 	"bytes"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -57,15 +58,7 @@ func (s *streamNaming) Do(req *http.Request) (*http.Response, error) {
 func (s *streamNaming) counts() (byName, byARN map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return clone(s.byName), clone(s.byARN)
-}
-
-func clone(m map[string]int) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.byName), maps.Clone(s.byARN)
 }
 
 func streamARN(t *testing.T, client *kinesis.Client, stream string) string {

@@ -391,10 +391,7 @@ func (b *bench) compareKeyless(ctx context.Context, server string) error {
 	defer auto.Close()
 	via := *b
 	via.endpoint = auto.URL()
-	via.client = kinesis.NewFromConfig(b.srv.AWSConfig(), func(o *kinesis.Options) {
-		o.BaseEndpoint = aws.String(auto.URL())
-		o.HTTPClient = b.client.Options().HTTPClient
-	})
+	via.client = b.srv.KinesisClient(func(o *kinesis.Options) { o.BaseEndpoint = aws.String(auto.URL()) })
 	n := slices.Max(b.cfg.concurrency)
 	var rates [2]float64
 	for i, keyless := range []bool{false, true} {

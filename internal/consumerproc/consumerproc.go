@@ -7,6 +7,7 @@ package consumerproc
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,7 @@ func RunChild() int {
 		fmt.Fprintln(os.Stderr, "consumer: props:", err)
 		return 2
 	}
-	handlerTime, err := time.ParseDuration(cmpOr(os.Getenv(handlerTimeEnv), "0s"))
+	handlerTime, err := time.ParseDuration(cmp.Or(os.Getenv(handlerTimeEnv), "0s"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: handler time:", err)
 		return 2
@@ -87,13 +88,6 @@ func RunChild() int {
 		return 1
 	}
 	return 0
-}
-
-func cmpOr(s, fallback string) string {
-	if s == "" {
-		return fallback
-	}
-	return s
 }
 
 // Proc is the parent's handle on a consumer process.

@@ -396,7 +396,8 @@ func asAPIError(err error) *answer {
 }
 
 func operation(h http.Header) string {
-	return strings.TrimPrefix(h.Get("X-Amz-Target"), targetPrefix)
+	target := h.Get("X-Amz-Target") // Kinesis_20131202.PutRecord, DynamoDB_20120810.Scan
+	return target[strings.LastIndexByte(target, '.')+1:]
 }
 
 // streamOf returns the stream a request names, by StreamName or StreamARN.

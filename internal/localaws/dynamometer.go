@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -131,8 +130,7 @@ func (m *DynamoDBMeter) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "localaws: dynamodb meter: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	op := r.Header.Get("X-Amz-Target")
-	op = op[strings.LastIndexByte(op, '.')+1:]
+	op := operation(r.Header)
 	var req map[string]json.RawMessage
 	if json.Unmarshal(body, &req) == nil {
 		if (op == "Scan" || op == "Query") && string(req["ConsistentRead"]) == "true" {
@@ -165,8 +163,7 @@ func (m *DynamoDBMeter) count(resp *http.Response) error {
 		return fmt.Errorf("localaws: dynamodb meter: %w", err)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	op := resp.Request.Header.Get("X-Amz-Target")
-	op = op[strings.LastIndexByte(op, '.')+1:]
+	op := operation(resp.Request.Header)
 	var out struct {
 		ConsumedCapacity *struct{ CapacityUnits float64 }
 		ScannedCount     *int
