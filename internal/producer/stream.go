@@ -10,6 +10,9 @@ import (
 // accepts), asking DescribeStreamSummary when that is due (see streaminfo), within the time a put
 // would have; for a caller that validates records before it puts them.
 func (p *Producer) Stream(ctx context.Context) streaminfo.Info {
+	if info, fresh := p.info.Cached(); fresh { // every create asks: no contexts when nothing is due
+		return info
+	}
 	ctx, cancel := p.callContext(ctx)
 	defer cancel()
 	return p.info.Get(ctx)

@@ -81,6 +81,13 @@ func (s *Source) Current() Info {
 	return s.info
 }
 
+// Cached is the last answer, and whether it is still fresh: Get would not ask.
+func (s *Source) Cached() (Info, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info, !s.due()
+}
+
 // Invalidate says the stream may have changed: the next Get asks again.
 func (s *Source) Invalidate() {
 	s.mu.Lock()

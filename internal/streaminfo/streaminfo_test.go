@@ -78,7 +78,12 @@ func TestGetAsksOnceAMinuteUnlessToldTheStreamChanged(t *testing.T) {
 	s, c, _ := newSource(t, f)
 	assert.Equal(t, Info{MaxRecordSize: DefaultMaxRecordSize}, s.Current(), "defaults before any answer")
 
+	_, fresh := s.Cached()
+	assert.False(t, fresh, "nothing asked yet")
 	info := s.Get(t.Context())
+	cached, fresh := s.Cached()
+	assert.True(t, fresh)
+	assert.Equal(t, info, cached)
 	assert.Equal(t, Info{OnDemand: true, MaxRecordSize: 10 << 20, ARN: "arn:aws:kinesis:us-east-1:123456789012:stream/s", Described: true}, info)
 	f.set(types.RecordDistributionStrategyAuto, nil) // switched: seen only when asked again
 	c.advance(59 * time.Second)
