@@ -139,6 +139,7 @@ func (a *AWSKinesis) startConsumer(ctx context.Context, handler bindings.Handler
 			LeaseDuration: m.LeaseDuration,
 			PassInterval:  m.ShardSyncInterval,
 			LeaseStealing: m.LeaseStealing,
+			Protocol:      m.LeaseProtocol,
 			Wall:          a.wallClock,
 			Log:           log,
 		},

@@ -88,6 +88,7 @@ func TestSharedLostLeaseStopsDeliveryAtOnce(t *testing.T) {
 		_, cps := shLeases(t, consumer)
 		return cps[before[0].shardID] == before[0].seq
 	}, 10*time.Second, 50*time.Millisecond)
+	time.Sleep(lease) // past the quick steps that follow the owner's own changes
 
 	_, err := localaws.Get(t).DynamoDBClient().UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(consumer),
@@ -97,8 +98,18 @@ func TestSharedLostLeaseStopsDeliveryAtOnce(t *testing.T) {
 		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":thief": &dtypes.AttributeValueMemberS{Value: "thief"}, ":one": &dtypes.AttributeValueMemberN{Value: "1"}},
 	})
 	require.NoError(t, err)
+	// As a replica of this binding does after changing a lease: announce it in the heartbeat item.
+	_, err = localaws.Get(t).DynamoDBClient().UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(consumer),
+		Key:                       map[string]dtypes.AttributeValue{leases.AttrShardID: &dtypes.AttributeValueMemberS{Value: leases.HeartbeatKey}},
+		UpdateExpression:          aws.String("ADD #gen :one"),
+		ExpressionAttributeNames:  map[string]string{"#gen": leases.AttrGeneration},
+		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":one": &dtypes.AttributeValueMemberN{Value: "1"}},
+	})
+	require.NoError(t, err)
 	taken := time.Now()
-	// Within a renewal (lease/3) the owner learns it lost the shard; give it that, then put.
+	// Within a step (lease/10 while nothing changes) the owner learns it lost the shard; give it
+	// more than that, then put.
 	time.Sleep(lease / 2)
 	after := shPutOn(t, client, stream, "0", "after")
 	time.Sleep(lease / 4)

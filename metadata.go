@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 	awsauth "github.com/dapr/components-contrib/common/aws/auth"
 	"github.com/dapr/kit/logger"
 	kitmd "github.com/dapr/kit/metadata"
@@ -105,6 +106,7 @@ type kinesisMetadata struct {
 	LeaseDuration        time.Duration   `json:"leaseDuration" mapstructure:"leaseDuration"`
 	ShardSyncInterval    time.Duration   `json:"shardSyncInterval" mapstructure:"shardSyncInterval"`
 	LeaseStealing        bool            `json:"leaseStealing,string" mapstructure:"leaseStealing"`
+	LeaseProtocol        leases.Protocol `json:"leaseProtocol" mapstructure:"leaseProtocol"`
 	RetryInitialInterval time.Duration   `json:"retryInitialInterval" mapstructure:"retryInitialInterval"`
 	RetryMaxInterval     time.Duration   `json:"retryMaxInterval" mapstructure:"retryMaxInterval"`
 	MaxDeliveryAttempts  int             `json:"maxDeliveryAttempts" mapstructure:"maxDeliveryAttempts"`
@@ -147,6 +149,7 @@ func defaultMetadata() kinesisMetadata {
 		LeaseDuration:        defaultLeaseDuration,
 		ShardSyncInterval:    defaultShardSyncInterval,
 		LeaseStealing:        true,
+		LeaseProtocol:        leases.ProtocolHeartbeat,
 		RetryInitialInterval: defaultRetryInitialInterval,
 		RetryMaxInterval:     defaultRetryMaxInterval,
 		PollInterval:         defaultPollInterval,
@@ -286,6 +289,14 @@ func (m *kinesisMetadata) validateInput() error {
 	}
 	if m.ConcurrencyPerShard < 1 || m.ConcurrencyPerShard > maxConcurrencyPerShard {
 		return fmt.Errorf("'concurrencyPerShard' must be between 1 (one record of a shard at a time) and %d", maxConcurrencyPerShard)
+	}
+	m.LeaseProtocol = leases.Protocol(strings.ToLower(strings.TrimSpace(string(m.LeaseProtocol))))
+	switch m.LeaseProtocol {
+	case "":
+		m.LeaseProtocol = leases.ProtocolHeartbeat
+	case leases.ProtocolHeartbeat, leases.ProtocolRenewal:
+	default:
+		return fmt.Errorf("'leaseProtocol' must be one of %s, %s; got %q", leases.ProtocolHeartbeat, leases.ProtocolRenewal, m.LeaseProtocol)
 	}
 	if m.CheckpointInterval < 100*time.Millisecond || m.CheckpointInterval > maxInterval {
 		return fmt.Errorf("'checkpointInterval' must be between 100ms and %s", maxInterval)

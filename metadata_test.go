@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 )
 
 func TestParseMetadataDefaults(t *testing.T) {
@@ -53,6 +55,7 @@ func TestParseMetadataValues(t *testing.T) {
 		"leaseDuration":             "20s",
 		"shardSyncInterval":         "750ms",
 		"leaseStealing":             "false",
+		"leaseProtocol":             " Renewal ",
 		"retryInitialInterval":      "1s",
 		"retryMaxInterval":          "1m",
 		"maxDeliveryAttempts":       "5",
@@ -81,6 +84,7 @@ func TestParseMetadataValues(t *testing.T) {
 	assert.Equal(t, 20*time.Second, m.LeaseDuration)
 	assert.Equal(t, 750*time.Millisecond, m.ShardSyncInterval)
 	assert.False(t, m.LeaseStealing)
+	assert.Equal(t, leases.ProtocolRenewal, m.LeaseProtocol)
 	assert.Equal(t, time.Second, m.RetryInitialInterval)
 	assert.Equal(t, time.Minute, m.RetryMaxInterval)
 	assert.Equal(t, 5, m.MaxDeliveryAttempts)
@@ -213,6 +217,7 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"consumer ARN not an ARN", map[string]string{"streamName": "s", "consumerARN": "not-an-arn"}, "'consumerARN' must be a stream consumer ARN"},
 		{"worker ID too long", map[string]string{"streamName": "s", "workerID": strings.Repeat("w", 257)}, "'workerID' must be at most 256 characters"},
 		{"in flight zero", map[string]string{"streamName": "s", "maxInFlightBatches": "0"}, "'maxInFlightBatches' must be at least 1"},
+		{"lease protocol unknown", map[string]string{"streamName": "s", "leaseProtocol": "gossip"}, `'leaseProtocol' must be one of heartbeat, renewal; got "gossip"`},
 		{"aggregation unknown", map[string]string{"streamName": "s", "aggregation": "zip"}, `'aggregation' must be one of none, kpl; got "zip"`},
 		{"aggregation without linger", map[string]string{"streamName": "s", "aggregation": "kpl", "batchLinger": "0"}, "'aggregation' kpl packs concurrent creates through the coalescer: it needs 'batchLinger' greater than 0"},
 		{"stealing not a bool", map[string]string{"streamName": "s", "deregisterConsumerOnClose": "maybe"}, ""},

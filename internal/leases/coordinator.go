@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -22,6 +23,12 @@ const (
 	// shard, which triggers a listing at once; this only bounds how long a listing missed through an
 	// error, or a shard ending under a replica that died before writing SHARD_END, goes unnoticed.
 	shardListMaxAge = time.Minute
+	// fullPassMaxAge bounds how long a replica trusts what it last read of the lease items while the
+	// heartbeats show no change: a change announced by a replica that died before its announcement
+	// went through, or an operator's edit, is seen within it.
+	fullPassMaxAge = 5 * time.Minute
+	// deadForgottenAfter is how long a dead replica's heartbeat stays in the heartbeat item.
+	deadForgottenAfter = 10 * time.Minute
 )
 
 // observation is when this replica first saw a lease in its current version, by its monotonic clock.
@@ -43,10 +50,13 @@ type Coordinator struct {
 	log   logger.Logger
 	wall  func() time.Time
 
-	wake       chan struct{} // a pass is due now (a shard ended)
-	stopTaking chan struct{}
-	stopOnce   sync.Once
-	idle       chan struct{} // signalled when the last held lease is done after StopTaking
+	wake        chan struct{} // a pass is due now (a shard ended)
+	beatNow     chan struct{} // a heartbeat is due now (a change to announce)
+	stopTaking  chan struct{}
+	stopOnce    sync.Once
+	idle        chan struct{} // signalled when the last held lease is done after StopTaking
+	session     int64
+	beatFailing atomic.Bool // the last heartbeat failed: its failure was logged
 
 	mu       sync.Mutex
 	held     map[string]*Lease
@@ -55,7 +65,20 @@ type Coordinator struct {
 	claimsAt map[string]claimSighting
 	listing  *shardListing
 	listDue  bool
-	failing  bool // the last pass failed: its failure was logged
+	failing  bool // the last step failed: its failure was logged
+
+	// Heartbeats and the passes they decide; times are monotonic.
+	beats      int64
+	lastBeat   time.Time // when the last heartbeat that went through was sent
+	announcing bool      // a change waits to be announced with the next heartbeat
+	roster     map[string]rosterEntry
+	generation int64     // the newest generation seen
+	changedAt  time.Time // when the generation last moved, or this replica announced
+	passGen    int64     // the generation known before the last full pass
+	passLive   []string  // replicas whose heartbeat was alive at the last full pass
+	lastPass   time.Time
+	nextPass   time.Time // a claim or a heartbeat-less lease may expire then
+	scanDue    bool      // the last pass left something to do
 }
 
 // New checks cfg and returns a Coordinator; it makes no request.
@@ -72,18 +95,28 @@ func New(cfg Config) (*Coordinator, error) {
 	if wall == nil {
 		wall = time.Now
 	}
+	switch cfg.Protocol {
+	case "":
+		cfg.Protocol = ProtocolHeartbeat
+	case ProtocolHeartbeat, ProtocolRenewal:
+	default:
+		return nil, fmt.Errorf("kinesis binding error: unknown lease protocol %q", cfg.Protocol)
+	}
 	return &Coordinator{
 		cfg:        cfg,
 		table:      &table{db: cfg.DB, name: cfg.Table},
 		log:        cfg.Log,
 		wall:       wall,
 		wake:       make(chan struct{}, 1),
+		beatNow:    make(chan struct{}, 1),
 		stopTaking: make(chan struct{}),
 		idle:       make(chan struct{}, 1),
+		session:    newSession(),
 		held:       map[string]*Lease{},
 		claims:     map[string]time.Time{},
 		seen:       map[string]observation{},
 		claimsAt:   map[string]claimSighting{},
+		roster:     map[string]rosterEntry{},
 		listDue:    true,
 	}, nil
 }
@@ -141,17 +174,27 @@ func (c *Coordinator) shardEnded() {
 	}
 }
 
-// Run runs passes and renewals, calling acquired (from this goroutine) for every lease taken, until
-// StopTaking and then every held lease is done, or ctx ends (then held leases are abandoned, not
-// released: a crash, for tests). Run returns when its goroutines ended.
+// Run joins the heartbeats and runs steps (and, with ProtocolRenewal, renewals), calling acquired
+// (from this goroutine) for every lease taken, until StopTaking and then every held lease is done,
+// when it leaves the heartbeats, or until ctx ends (then held leases are abandoned, not released,
+// and the heartbeat stays to die: a crash, for tests). Run returns when its goroutines ended.
 func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
-	ctx, cancel := context.WithCancel(ctx)
+	beatCtx, stopBeats := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { c.renewals(ctx) })
-	defer func() {
-		cancel()
+	stop := func() {
+		stopBeats()
 		wg.Wait()
-	}()
+	}
+	defer stop()
+	c.mu.Lock()
+	c.changedAt = time.Now()
+	c.mu.Unlock()
+	every := c.cfg.LeaseDuration / 3
+	c.beat(beatCtx, every) // joining: the first pass may take leases only once this went through
+	wg.Go(func() { c.heartbeats(beatCtx) })
+	if c.cfg.Protocol == ProtocolRenewal {
+		wg.Go(func() { c.renewals(beatCtx) })
+	}
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -165,14 +208,105 @@ func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
 				reason = "every lease was given up"
 			}
 		case <-c.wake:
-			c.pass(ctx, acquired)
+			c.step(ctx, acquired)
 		case <-timer.C:
-			c.pass(ctx, acquired)
-			timer.Reset(c.cfg.PassInterval)
+			c.step(ctx, acquired)
+			timer.Reset(c.stepInterval(time.Now()))
+		}
+	}
+	if ctx.Err() == nil {
+		stop() // no heartbeat may follow the leave
+		if err := c.leave(ctx); err != nil {
+			reason += fmt.Sprintf("; its heartbeat stays until the others find it stopped: %v", err)
 		}
 	}
 	c.log.Debugf("Lease coordinator stopped: %s", reason)
 	return nil
+}
+
+// stepInterval is PassInterval for a lease duration after a change (or while the last pass left
+// something to do), otherwise LeaseDuration/10: a stopped heartbeat is seen within that.
+func (c *Coordinator) stepInterval(now time.Time) time.Duration {
+	if c.cfg.Protocol == ProtocolRenewal {
+		return c.cfg.PassInterval
+	}
+	c.mu.Lock()
+	busy := c.scanDue || c.listDue || now.Sub(c.changedAt) < c.cfg.LeaseDuration
+	c.mu.Unlock()
+	if busy {
+		return c.cfg.PassInterval
+	}
+	return max(c.cfg.PassInterval, c.cfg.LeaseDuration/10)
+}
+
+// step reads the heartbeats and runs a full pass when one is due.
+func (c *Coordinator) step(ctx context.Context, acquired func(*Lease)) {
+	why := c.passDue(time.Now())
+	if why == "" {
+		r, err := c.table.heartbeats(ctx)
+		if err != nil {
+			c.stepFailed(ctx, err)
+			return
+		}
+		c.observeRoster(r, time.Now())
+		why = c.changed(time.Now())
+	}
+	if why == "" {
+		c.stepWorks()
+		return
+	}
+	c.pass(ctx, acquired, why)
+}
+
+// passDue says why a full pass is due without reading anything, or "".
+func (c *Coordinator) passDue(now time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.lastPass.IsZero():
+		return "first pass"
+	case c.cfg.Protocol == ProtocolRenewal:
+		return "renewal protocol"
+	case c.scanDue:
+		return "the last pass left work"
+	case c.listDue || c.listing == nil || now.Sub(c.listing.at) >= shardListMaxAge:
+		return "the shard listing is due"
+	case !c.nextPass.IsZero() && !now.Before(c.nextPass):
+		return "a claim or a lease without heartbeat may have expired"
+	case now.Sub(c.lastPass) >= fullPassMaxAge:
+		return "the last full pass is old"
+	}
+	return ""
+}
+
+// changed says, after a read of the heartbeats, why the lease items are worth reading, or "".
+func (c *Coordinator) changed(now time.Time) string {
+	c.mu.Lock()
+	gen, live := c.generation, c.passLive
+	c.mu.Unlock()
+	if gen != c.passGen {
+		return "the lease table changed"
+	}
+	for _, w := range live {
+		if alive, _ := c.beating(w, now); !alive {
+			return "the heartbeat of " + w + " stopped"
+		}
+	}
+	return ""
+}
+
+func (c *Coordinator) stepFailed(ctx context.Context, err error) {
+	if ctx.Err() == nil && !c.failing {
+		c.log.Warnf("Lease pass failed, trying again every %v: %v", c.cfg.PassInterval, err)
+	}
+	c.failing = ctx.Err() == nil
+}
+
+func (c *Coordinator) stepWorks() {
+	if c.failing {
+		c.log.Infof("Lease passes work again")
+		c.failing = false
+	}
 }
 
 // StopTaking ends lease taking and claiming (Close begins) and withdraws this worker's pending
@@ -195,38 +329,88 @@ func (c *Coordinator) StopTaking(ctx context.Context) error {
 	}
 	errs := make([]error, len(claims))
 	parallel(len(claims), func(i int) { errs[i] = c.withdraw(ctx, claims[i]) })
+	if len(claims) > 0 {
+		c.announce()
+	}
 	return errors.Join(errs...)
 }
 
-// pass is one round of lease coordination; see the package doc.
-func (c *Coordinator) pass(ctx context.Context, acquired func(*Lease)) {
-	items, err := c.table.scan(ctx)
+// pass is one full round of lease coordination; see the package doc.
+func (c *Coordinator) pass(ctx context.Context, acquired func(*Lease), why string) {
+	c.mu.Lock()
+	gen := c.generation // known before the scan: a change the scan misses moves it on
+	c.mu.Unlock()
+	items, beats, err := c.table.scan(ctx)
 	if err == nil {
 		err = c.refreshListing(ctx, items)
 	}
 	if err != nil {
-		if ctx.Err() == nil && !c.failing {
-			c.log.Warnf("Lease pass failed, trying again every %v: %v", c.cfg.PassInterval, err)
-		}
-		c.failing = ctx.Err() == nil
+		c.stepFailed(ctx, err)
 		return
 	}
-	if c.failing {
-		c.log.Infof("Lease passes work again")
-		c.failing = false
-	}
+	c.stepWorks()
 	now := time.Now()
+	c.observeRoster(beats, now)
 	byShard := c.observe(items, now)
+	c.mu.Lock()
+	c.lastPass, c.passGen, c.scanDue = now, gen, false
+	c.passLive = c.passLive[:0]
+	for w, e := range c.roster {
+		if now.Sub(e.since) < c.cfg.LeaseDuration {
+			c.passLive = append(c.passLive, w)
+		}
+	}
+	c.mu.Unlock()
 	c.checkHeld(byShard)
+	c.forgetDead(ctx, byShard, now)
 	if !c.taking() {
 		return
 	}
-	plan := c.plan(byShard, now)
-	c.take(ctx, plan.take, byShard, acquired)
-	if c.cfg.LeaseStealing {
-		c.claim(ctx, plan)
+	if !c.fresh(now) {
+		c.mu.Lock()
+		c.scanDue = true // take once a heartbeat went through again
+		c.mu.Unlock()
+		return
 	}
-	c.withdrawStale(ctx, now)
+	c.log.Debugf("Lease pass: %s", why)
+	plan := c.plan(byShard, now)
+	changed := c.take(ctx, plan.take, byShard, acquired)
+	if c.cfg.LeaseStealing && c.claim(ctx, plan) {
+		changed = true
+	}
+	if c.withdrawStale(ctx, now) {
+		changed = true
+	}
+	if changed {
+		c.announce()
+	}
+	c.schedule(byShard, now)
+}
+
+// schedule sets when the next full pass is due even if the heartbeats show no change: when a
+// claim, or a lease whose owner has no heartbeat, may have expired.
+func (c *Coordinator) schedule(byShard map[string]item, now time.Time) {
+	var next time.Time
+	due := func(since time.Time) {
+		at := since.Add(c.cfg.LeaseDuration)
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, it := range byShard {
+		if _, beats := c.roster[it.owner]; it.owner != "" && it.owner != c.cfg.WorkerID && !beats {
+			due(c.seen[id].since)
+		}
+		if s, ok := c.claimsAt[id]; ok {
+			due(s.since)
+		}
+	}
+	for _, at := range c.claims {
+		due(at)
+	}
+	c.nextPass = next
 }
 
 // observe records when each lease's version and claim were first seen, and returns the leases by
@@ -262,10 +446,14 @@ func (c *Coordinator) observe(items []item, now time.Time) map[string]item {
 	return byShard
 }
 
-// alive reports whether the lease has an owner that moved it on within the lease duration.
+// alive reports whether the lease has an owner whose heartbeat is alive or, for an owner without a
+// heartbeat, that moved the lease on within the lease duration.
 func (c *Coordinator) alive(it item, now time.Time) bool {
 	if it.owner == "" {
 		return false
+	}
+	if alive, ok := c.beating(it.owner, now); ok {
+		return alive
 	}
 	c.mu.Lock()
 	o := c.seen[it.shardID]
@@ -332,6 +520,15 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 
 	p := passPlan{load: map[string]int{}, owned: map[string][]string{}}
 	workers := map[string]bool{me: true}
+	// Every live replica counts for the share, leases or not: one that just joined gets its share
+	// at once instead of claiming it.
+	c.mu.Lock()
+	for w, e := range c.roster {
+		if now.Sub(e.since) < c.cfg.LeaseDuration {
+			workers[w] = true
+		}
+	}
+	c.mu.Unlock()
 	// Leases the table already names this worker for (handed over to it, or taken by a write whose
 	// answer was lost) are taken whatever the share: nobody else reads them until they expire.
 	var ours []string
@@ -372,13 +569,16 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 	return p
 }
 
-// take takes the planned leases, each with a conditional write, and starts their delivery.
-func (c *Coordinator) take(ctx context.Context, shards []string, byShard map[string]item, acquired func(*Lease)) {
+// take takes the planned leases, each with a conditional write, and starts their delivery. It
+// reports whether it wrote any.
+func (c *Coordinator) take(ctx context.Context, shards []string, byShard map[string]item, acquired func(*Lease)) bool {
 	leases := make([]*Lease, len(shards))
 	parallel(len(shards), func(i int) {
 		leases[i] = c.takeOne(ctx, shards[i], byShard)
 	})
+	wrote := false
 	for _, l := range leases {
+		wrote = wrote || l != nil
 		if l != nil && c.taking() {
 			acquired(l)
 		} else if l != nil {
@@ -388,6 +588,7 @@ func (c *Coordinator) take(ctx context.Context, shards []string, byShard map[str
 			}
 		}
 	}
+	return wrote
 }
 
 // takeOne takes a lease if nobody changed it since the scan.
@@ -432,6 +633,9 @@ func (c *Coordinator) takeOne(ctx context.Context, shardID string, byShard map[s
 	if err != nil {
 		if !errors.Is(err, errConditionFailed) && ctx.Err() == nil {
 			log.Warnf("Could not take the lease: %v", err)
+			c.mu.Lock()
+			c.scanDue = true // the write may have gone through: the table would name this worker
+			c.mu.Unlock()
 		}
 		return nil
 	}
@@ -458,7 +662,7 @@ func (c *Coordinator) takeOne(ctx context.Context, shardID string, byShard map[s
 		from = "no checkpoint"
 	}
 	if it.owner != "" && it.owner != c.cfg.WorkerID {
-		log.Infof("Took over the lease from %s, which has not renewed it for %v (%s)", it.owner, c.cfg.LeaseDuration, from)
+		log.Infof("Took over the lease from %s, not seen alive for %v (%s)", it.owner, c.cfg.LeaseDuration, from)
 	} else {
 		log.Debugf("Took the lease (%s)", from)
 	}
@@ -476,8 +680,9 @@ func (c *Coordinator) anyParentRead(parents []string, byShard map[string]item) b
 	return false
 }
 
-// claim asks the most loaded workers to hand over as many leases as this worker lacks.
-func (c *Coordinator) claim(ctx context.Context, p passPlan) {
+// claim asks the most loaded workers to hand over as many leases as this worker lacks. It reports
+// whether it placed any claim.
+func (c *Coordinator) claim(ctx context.Context, p passPlan) bool {
 	mine := p.mine + len(p.take)
 	var picks []string
 	owners := map[string]string{}
@@ -501,10 +706,16 @@ func (c *Coordinator) claim(ctx context.Context, p passPlan) {
 		p.load[victim]--
 		mine++
 	}
-	parallel(len(picks), func(i int) { c.claimOne(ctx, picks[i], owners[picks[i]]) })
+	var placed atomic.Bool
+	parallel(len(picks), func(i int) {
+		if c.claimOne(ctx, picks[i], owners[picks[i]]) {
+			placed.Store(true)
+		}
+	})
+	return placed.Load()
 }
 
-func (c *Coordinator) claimOne(ctx context.Context, shardID, owner string) {
+func (c *Coordinator) claimOne(ctx context.Context, shardID, owner string) bool {
 	_, err := c.table.update(ctx, shardID, "claiming the lease", update{
 		set:       "#claim = :me",
 		condition: "#owner = :owner AND attribute_not_exists(#claim)",
@@ -521,10 +732,12 @@ func (c *Coordinator) claimOne(ctx context.Context, shardID, owner string) {
 	case !errors.Is(err, errConditionFailed) && ctx.Err() == nil:
 		log.Warnf("Could not claim the lease: %v", err)
 	}
+	return err == nil
 }
 
-// withdrawStale withdraws this worker's claims that were not honoured within the lease duration.
-func (c *Coordinator) withdrawStale(ctx context.Context, now time.Time) {
+// withdrawStale withdraws this worker's claims that were not honoured within the lease duration. It
+// reports whether it withdrew any.
+func (c *Coordinator) withdrawStale(ctx context.Context, now time.Time) bool {
 	c.mu.Lock()
 	var stale []string
 	for id, at := range c.claims {
@@ -539,6 +752,7 @@ func (c *Coordinator) withdrawStale(ctx context.Context, now time.Time) {
 			c.log.Debugf("%v", err)
 		}
 	})
+	return len(stale) > 0
 }
 
 func (c *Coordinator) withdraw(ctx context.Context, shardID string) error {
@@ -576,7 +790,7 @@ func (c *Coordinator) withdraw(ctx context.Context, shardID string) error {
 	return err
 }
 
-// renewals renews every held lease every LeaseDuration/3 until ctx ends.
+// renewals renews every held lease every LeaseDuration/3 until ctx ends (ProtocolRenewal).
 func (c *Coordinator) renewals(ctx context.Context) {
 	every := c.cfg.LeaseDuration / 3
 	ticker := time.NewTicker(every)

@@ -1,8 +1,10 @@
 package leases
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"slices"
@@ -36,9 +38,20 @@ func newRequestCounter(next aws.HTTPClient) *requestCounter {
 	return &requestCounter{next: next, ops: map[string]int{}}
 }
 
+// Do counts the request; a write of the heartbeat item counts as "Heartbeat", not "UpdateItem".
 func (c *requestCounter) Do(req *http.Request) (*http.Response, error) {
 	target := req.Header.Get("X-Amz-Target")
 	op := target[strings.LastIndex(target, ".")+1:]
+	if op == "UpdateItem" && req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(body, []byte(`{"S":"`+HeartbeatKey+`"}`)) {
+			op = "Heartbeat"
+		}
+	}
 	c.mu.Lock()
 	c.ops[op]++
 	c.mu.Unlock()
@@ -94,7 +107,9 @@ type replicaOptions struct {
 	lease, pass time.Duration
 	wall        func() time.Time
 	noStealing  bool
+	protocol    Protocol
 	checkpoint  func(Shard) string // the checkpoint a handoff carries
+	db          func(*dynamodb.Options)
 }
 
 func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica {
@@ -107,8 +122,14 @@ func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica 
 	}
 	srv := localaws.Get(t)
 	counter := newRequestCounter(srv.AWSConfig().HTTPClient)
+	dbOptions := func(do *dynamodb.Options) {
+		do.HTTPClient = counter
+		if o.db != nil {
+			o.db(do)
+		}
+	}
 	c, err := New(Config{
-		DB:            srv.DynamoDBClient(func(o *dynamodb.Options) { o.HTTPClient = counter }),
+		DB:            srv.DynamoDBClient(dbOptions),
 		Kinesis:       srv.KinesisClient(func(o *kinesis.Options) { o.HTTPClient = counter }),
 		Table:         f.table,
 		Stream:        f.stream,
@@ -116,6 +137,7 @@ func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica 
 		LeaseDuration: o.lease,
 		PassInterval:  o.pass,
 		LeaseStealing: !o.noStealing,
+		Protocol:      o.protocol,
 		Wall:          o.wall,
 		Log:           logger.NewLogger(t.Name() + "-" + worker),
 	})
@@ -184,7 +206,7 @@ func (r *replica) acquiredShards() []Shard {
 func (f *fixture) owners(t *testing.T) (owners map[string]string, items map[string]item) {
 	t.Helper()
 	tbl := &table{db: f.db, name: f.table}
-	all, err := tbl.scan(t.Context())
+	all, _, err := tbl.scan(t.Context())
 	require.NoError(t, err)
 	owners, items = map[string]string{}, map[string]item{}
 	for _, it := range all {
@@ -227,7 +249,7 @@ func TestOnePassTakesEveryFreeLease(t *testing.T) {
 	assert.Equal(t, 1, ops["Scan"], "one lease-table scan")
 	assert.Equal(t, 1, ops["ListShards"], "one listing")
 	assert.Equal(t, 64, ops["UpdateItem"], "one conditional write per lease")
-	assert.Zero(t, ops["GetItem"], "no single-lease reads")
+	assert.GreaterOrEqual(t, ops["Heartbeat"], 1, "joined the heartbeats before taking")
 }
 
 func TestThreeReplicasStartedTogetherShareFairlyAndStayPut(t *testing.T) {
@@ -279,29 +301,53 @@ func TestJoinerClaimsItsShareInOnePassAndGetsTheHandedOverCheckpoints(t *testing
 	assert.Equal(t, map[string]int{"first": 6, "second": 6}, countBy(owners))
 }
 
+// TestLeaseLostWhenAnotherOwnerIsWritten: a replica learns its lease was taken, and writes nothing
+// more of it, at its next pass (heartbeat protocol: the taker announced it) or renewal (renewal
+// protocol: the taker may be a replica without heartbeats, which announces nothing).
 func TestLeaseLostWhenAnotherOwnerIsWritten(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 1)
-	r := f.start(t, "owner", replicaOptions{lease: 3 * time.Second})
-	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
-	l := r.c.Held()[0]
-	require.NoError(t, l.Checkpoint(t.Context(), "100"))
+	for _, protocol := range []Protocol{ProtocolHeartbeat, ProtocolRenewal} {
+		t.Run(string(protocol), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 1)
+			r := f.start(t, "owner", replicaOptions{lease: 3 * time.Second, protocol: protocol})
+			testwait.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
+			l := r.c.Held()[0]
+			require.NoError(t, l.Checkpoint(t.Context(), "100"))
+			time.Sleep(3 * time.Second) // the owner settles into its slow steps
 
+			_, err := f.db.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
+				TableName: aws.String(f.table), Key: shardKey(l.Shard().ID),
+				UpdateExpression:          aws.String("SET AssignedTo = :o ADD LeaseCounter :one"),
+				ExpressionAttributeValues: map[string]dtypes.AttributeValue{":o": str("thief"), ":one": num(1)},
+			})
+			require.NoError(t, err)
+			if protocol == ProtocolHeartbeat {
+				f.announce(t)
+			}
+			select {
+			case <-l.Lost():
+			case <-time.After(2 * time.Second):
+				t.Fatal("the lease was not found lost within a renewal or a pass")
+			}
+			require.ErrorIs(t, l.Checkpoint(t.Context(), "200"), ErrLeaseLost)
+			_, items := f.owners(t)
+			assert.Equal(t, "100", items[l.Shard().ID].checkpoint, "nothing written after the loss")
+			assert.Equal(t, "thief", items[l.Shard().ID].owner)
+		})
+	}
+}
+
+// announce bumps the generation, as a replica does after changing a lease.
+func (f *fixture) announce(t *testing.T) {
+	t.Helper()
 	_, err := f.db.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
-		TableName: aws.String(f.table), Key: shardKey(l.Shard().ID),
-		UpdateExpression:          aws.String("SET AssignedTo = :o ADD LeaseCounter :one"),
-		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":o": str("thief"), ":one": num(1)},
+		TableName: aws.String(f.table), Key: shardKey(HeartbeatKey),
+		UpdateExpression:          aws.String("ADD #gen :one"),
+		ExpressionAttributeNames:  map[string]string{"#gen": AttrGeneration},
+		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":one": num(1)},
 	})
 	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the lease was not found lost within a renewal or a pass")
-	}
-	require.ErrorIs(t, l.Checkpoint(t.Context(), "200"), ErrLeaseLost)
-	_, items := f.owners(t)
-	assert.Equal(t, "100", items[l.Shard().ID].checkpoint, "nothing written after the loss")
-	assert.Equal(t, "thief", items[l.Shard().ID].owner)
 }
 
 func TestExpiryDoesNotTrustClocks(t *testing.T) {
@@ -333,23 +379,38 @@ func TestExpiryDoesNotTrustClocks(t *testing.T) {
 	t.Logf("dead leases taken %v after the crash (lease %v)", time.Since(died).Round(time.Millisecond), lease)
 }
 
+// TestRequestsOfASteadyReplica: what a replica holding its leases asks of the lease table while
+// nothing changes. With heartbeats: one heartbeat write every lease/3 and one small read every
+// lease/10, no scan and no lease write; with renewals: a scan every pass and a write per lease every
+// lease/3 besides.
 func TestRequestsOfASteadyReplica(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 8)
-	const lease, pass = 3 * time.Second, 250 * time.Millisecond
-	r := f.start(t, "steady", replicaOptions{lease: lease, pass: pass})
-	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 8 }, 20*time.Second, 20*time.Millisecond)
-	before := r.counter.snapshot()
-	const window = 4 * time.Second
-	time.Sleep(window)
-	after := r.counter.snapshot()
-	d := func(op string) int { return after[op] - before[op] }
-	t.Logf("in %v: %d scans, %d listings, %d updates, %d single reads", window, d("Scan"), d("ListShards"), d("UpdateItem"), d("GetItem"))
-	assert.LessOrEqual(t, d("Scan"), int(window/pass)+1, "at most one scan per pass")
-	assert.Zero(t, d("ListShards"), "no listing while no shard ends and the last is recent")
-	assert.Zero(t, d("GetItem"))
-	renewals := int(window/(lease/3)) * 8
-	assert.InDelta(t, renewals, d("UpdateItem"), 8, "the writes are the renewals: 8 leases every lease/3")
+	const lease, pass, window = 3 * time.Second, 250 * time.Millisecond, 6 * time.Second
+	for _, protocol := range []Protocol{ProtocolHeartbeat, ProtocolRenewal} {
+		t.Run(string(protocol), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 8)
+			r := f.start(t, "steady", replicaOptions{lease: lease, pass: pass, protocol: protocol})
+			testwait.Eventually(t, func() bool { return len(r.c.Held()) == 8 }, 20*time.Second, 20*time.Millisecond)
+			time.Sleep(lease + time.Second) // past the fast steps that follow a change
+			before := r.counter.snapshot()
+			time.Sleep(window)
+			after := r.counter.snapshot()
+			d := func(op string) int { return after[op] - before[op] }
+			t.Logf("in %v: %d scans, %d listings, %d lease writes, %d heartbeats, %d heartbeat reads",
+				window, d("Scan"), d("ListShards"), d("UpdateItem"), d("Heartbeat"), d("GetItem"))
+			assert.Zero(t, d("ListShards"), "no listing while no shard ends and the last is recent")
+			assert.InDelta(t, int(window/(lease/3)), d("Heartbeat"), 1, "a heartbeat every lease/3")
+			if protocol == ProtocolHeartbeat {
+				assert.Zero(t, d("Scan"), "no scan while the heartbeats show no change")
+				assert.Zero(t, d("UpdateItem"), "no lease write")
+				assert.InDelta(t, int(window/(lease/10)), d("GetItem"), 3, "a heartbeat read every lease/10")
+				return
+			}
+			assert.InDelta(t, int(window/pass), d("Scan"), 3, "a scan per pass")
+			assert.InDelta(t, int(window/(lease/3))*8, d("UpdateItem"), 8, "a renewal of each of the 8 leases every lease/3")
+		})
+	}
 }
 
 func TestChildrenWaitForTheirParentsAndStartWhenTheyFinish(t *testing.T) {

@@ -1,13 +1,28 @@
 // Package leases is the lease coordinator: which replica reads which shard, recorded in a DynamoDB
-// lease table in the format vmware-go-kcl (and so upstream's Dapr binding) writes.
+// lease table in the format vmware-go-kcl (and so upstream's Dapr binding) writes, plus one item of
+// heartbeats.
 //
-// One Coordinator per consumer replica. Run starts its passes; each pass
+// Replicas prove they are alive with one heartbeat each, not with a write per lease: the heartbeat
+// item (key HeartbeatKey) holds one attribute per replica, rewritten every LeaseDuration/3, and a
+// generation number bumped by every write that changes who holds or claims what (take, claim,
+// handoff, release, finish, join, leave). A lease is alive while its owner's heartbeat is; a lease
+// whose owner has no heartbeat (an older version of this binding, upstream's, a replica long gone)
+// is alive while its own version moves on. Either way "moves on" is judged by this replica's
+// monotonic clock, from when it first saw a value, never by comparing LeaseTimeout with the wall
+// clock.
+//
+// One Coordinator per consumer replica. Run starts its heartbeats and its steps. A step reads the
+// heartbeat item (one small strongly consistent read); a full pass follows only when it must: on
+// the first step, when the generation moved, when a replica's heartbeat stopped, when a claim or a
+// heartbeat-less lease may have expired, when the last pass left something to do, and at least every
+// fullPassMaxAge. Steps come every PassInterval for a lease duration after a change, otherwise every
+// LeaseDuration/10. A full pass
 //   - scans the lease table once (paginated),
 //   - lists the stream's shards (ListShards, paginated) only when it must: on the first pass, when a
 //     shard ended (a SHARD_END checkpoint whose children are not known yet, or Lease.Finish here),
 //     and otherwise at most every shardListMaxAge; never more often than once per PassInterval,
 //   - takes every free or expired lease up to this replica's fair share (ceil of leasable shards over
-//     live workers), each with a conditional write, in random order,
+//     live replicas), each with a conditional write, in random order,
 //   - when LeaseStealing is on and nothing is free, claims (ClaimRequest) leases from the most loaded
 //     workers, as many as it needs in one pass; pending claims count for the claimant,
 //   - notices claims on its own leases and asks the engine to hand them over (Lease.HandoffRequested).
@@ -15,14 +30,15 @@
 // A child shard is leasable once each parent still listed is finished (SHARD_END); a parent no longer
 // listed counts as finished.
 //
-// Expiry never compares LeaseTimeout with the local wall clock: a lease is dead when its version
-// (owner, LeaseCounter, LeaseTimeout) has not changed for LeaseDuration by this replica's monotonic
-// clock, counted from when this replica first saw that version.
+// A replica whose heartbeats fail for 2/3 of LeaseDuration stops delivering every lease it holds
+// (Lost() is closed at once and every later write of that Lease fails with ErrLeaseLost): the others
+// judge it dead a lease duration after they first saw its last beat. A checkpoint refused by its
+// ownership condition, or a pass showing another owner, loses that one lease.
 //
-// Held leases are renewed every LeaseDuration/3 (conditional on owner and counter, bumping the
-// counter); a renewal whose condition fails, or no successful renewal for 2/3 of LeaseDuration, or a
-// scan showing another owner, means the lease is lost: Lost() is closed at once and every later write
-// of that Lease fails with ErrLeaseLost.
+// ProtocolRenewal also renews every held lease every LeaseDuration/3 (bumping LeaseCounter and
+// LeaseTimeout) and runs a full pass every PassInterval, as this binding did before heartbeats: the
+// way to share a table with replicas of an earlier version, or of upstream's binding, while an
+// upgrade rolls.
 package leases
 
 import (
@@ -56,6 +72,7 @@ var ErrLeaseLost = errors.New("lease lost: another worker holds the shard")
 // DynamoDB is the part of the DynamoDB API the coordinator uses.
 type DynamoDB interface {
 	Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 	CreateTable(context.Context, *dynamodb.CreateTableInput, ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
@@ -79,11 +96,24 @@ type Config struct {
 	PassInterval time.Duration
 	// LeaseStealing lets this replica claim leases from replicas holding more than their share.
 	LeaseStealing bool
+	// Protocol is how the replica keeps its leases alive; "" is ProtocolHeartbeat.
+	Protocol Protocol
 	// Wall is the clock LeaseTimeout is written with; nil means time.Now. A test seam: expiry never
 	// depends on it.
 	Wall func() time.Time
 	Log  logger.Logger
 }
+
+// Protocol is how a replica keeps its leases alive (metadata leaseProtocol).
+type Protocol string
+
+const (
+	// ProtocolHeartbeat: one heartbeat per replica; the lease items are read when something changed.
+	ProtocolHeartbeat Protocol = "heartbeat"
+	// ProtocolRenewal: heartbeats, and also a renewal of every lease every LeaseDuration/3 and a full
+	// pass every PassInterval, which replicas without heartbeats need to see the leases alive.
+	ProtocolRenewal Protocol = "renewal"
+)
 
 // Shard is what the engine needs to read a leased shard.
 type Shard struct {

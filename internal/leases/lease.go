@@ -96,17 +96,20 @@ func (l *Lease) write(ctx context.Context, what string, u update, lostOnRefusal 
 	return it, err
 }
 
-// Checkpoint writes cp ("seq" or "seq:sub") if this worker still owns the lease.
+// Checkpoint writes cp ("seq" or "seq:sub") if this worker still owns the lease. It rewrites
+// LeaseTimeout too, at no extra cost: to a replica without heartbeats (an older version of this
+// binding, upstream's), a checkpoint is proof that the lease is alive.
 func (l *Lease) Checkpoint(ctx context.Context, cp string) error {
 	_, err := l.write(ctx, "checkpoint", update{
-		set:       "#cp = :cp",
+		set:       "#cp = :cp, #timeout = :timeout",
 		condition: "#owner = :me",
-		values:    map[string]dtypes.AttributeValue{":cp": str(cp)},
+		values:    map[string]dtypes.AttributeValue{":cp": str(cp), ":timeout": str(l.c.leaseTimeout())},
 	}, true)
 	return err
 }
 
-// renew extends the lease, bumping its counter, on the condition that nobody wrote it meanwhile.
+// renew extends the lease, bumping its counter, on the condition that nobody wrote it meanwhile
+// (ProtocolRenewal).
 func (l *Lease) renew(ctx context.Context) error {
 	l.mu.Lock()
 	counter := l.counter
@@ -210,11 +213,12 @@ func withCheckpoint(u *update, cp string) {
 	u.values[":cp"] = str(cp)
 }
 
-// end marks the lease done after its final write.
+// end marks the lease done after its final write, and announces the change to the other replicas.
 func (l *Lease) end(how string) {
 	l.mu.Lock()
 	l.done = true
 	l.mu.Unlock()
 	l.log.Debugf("Lease %s", how)
 	l.c.forget(l)
+	l.c.announce()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -82,29 +83,47 @@ type table struct {
 	name string
 }
 
-// scan reads every lease (paginated, strongly consistent).
-func (t *table) scan(ctx context.Context) ([]item, error) {
+// scan reads every lease (paginated, strongly consistent), and the heartbeat item with them.
+func (t *table) scan(ctx context.Context) ([]item, roster, error) {
 	var items []item
+	beats := roster{beats: map[string]string{}}
 	in := &dynamodb.ScanInput{TableName: aws.String(t.name), ConsistentRead: aws.Bool(true)}
 	for {
 		out, err := t.db.Scan(ctx, in)
 		if err != nil {
-			return nil, fmt.Errorf("kinesis binding error: scanning lease table %s: %w", t.name, awserr.Classify(err))
+			return nil, roster{}, fmt.Errorf("kinesis binding error: scanning lease table %s: %w", t.name, awserr.Classify(err))
 		}
 		for _, av := range out.Items {
+			if attrString(av, AttrShardID) == HeartbeatKey {
+				beats = parseRoster(av)
+				continue
+			}
 			items = append(items, parseItem(av))
 		}
 		if len(out.LastEvaluatedKey) == 0 {
-			return items, nil
+			return items, beats, nil
 		}
 		in.ExclusiveStartKey = out.LastEvaluatedKey
 	}
+}
+
+// heartbeats reads the heartbeat item (strongly consistent: a stale read could show a live
+// replica's heartbeat unchanged).
+func (t *table) heartbeats(ctx context.Context) (roster, error) {
+	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(t.name), Key: shardKey(HeartbeatKey), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return roster{}, fmt.Errorf("kinesis binding error: reading the heartbeats in lease table %s: %w", t.name, awserr.Classify(err))
+	}
+	return parseRoster(out.Item), nil
 }
 
 // update is a conditional UpdateItem of one lease that returns the lease as written.
 type update struct {
 	set       string
 	remove    string
+	add       string
 	condition string
 	names     map[string]string
 	values    map[string]dtypes.AttributeValue
@@ -117,6 +136,16 @@ var placeholder = regexp.MustCompile(`[#:][A-Za-z0-9_]+`)
 var errConditionFailed = errors.New("condition failed")
 
 func (t *table) update(ctx context.Context, shardID, what string, u update) (item, error) {
+	av, err := t.updateRaw(ctx, shardID, what, u)
+	if err != nil {
+		return item{}, err
+	}
+	return parseItem(av), nil
+}
+
+// updateRaw is update for any item of the table (a lease, or the heartbeat item); it returns the
+// item as written.
+func (t *table) updateRaw(ctx context.Context, key, what string, u update) (map[string]dtypes.AttributeValue, error) {
 	expr := ""
 	if u.set != "" {
 		expr = "SET " + u.set
@@ -124,17 +153,22 @@ func (t *table) update(ctx context.Context, shardID, what string, u update) (ite
 	if u.remove != "" {
 		expr += " REMOVE " + u.remove
 	}
+	if u.add != "" {
+		expr += " ADD " + u.add
+	}
 	// DynamoDB refuses names and values an expression does not use: pass only those used.
 	used := map[string]bool{}
 	for _, tok := range placeholder.FindAllString(expr+" "+u.condition, -1) {
 		used[tok] = true
 	}
 	in := &dynamodb.UpdateItemInput{
-		TableName:           aws.String(t.name),
-		Key:                 shardKey(shardID),
-		UpdateExpression:    aws.String(expr),
-		ConditionExpression: aws.String(u.condition),
-		ReturnValues:        dtypes.ReturnValueAllNew,
+		TableName:        aws.String(t.name),
+		Key:              shardKey(key),
+		UpdateExpression: aws.String(strings.TrimSpace(expr)),
+		ReturnValues:     dtypes.ReturnValueAllNew,
+	}
+	if u.condition != "" {
+		in.ConditionExpression = aws.String(u.condition)
 	}
 	for k, v := range u.names {
 		if used[k] {
@@ -155,11 +189,11 @@ func (t *table) update(ctx context.Context, shardID, what string, u update) (ite
 	out, err := t.db.UpdateItem(ctx, in)
 	switch {
 	case awserr.IsConditionFailed(err):
-		return item{}, fmt.Errorf("kinesis binding error: %s of shard %s: %w", what, shardID, errConditionFailed)
+		return nil, fmt.Errorf("kinesis binding error: %s (%s): %w", what, key, errConditionFailed)
 	case err != nil:
-		return item{}, fmt.Errorf("kinesis binding error: %s of shard %s: %w", what, shardID, awserr.Classify(err))
+		return nil, fmt.Errorf("kinesis binding error: %s (%s): %w", what, key, awserr.Classify(err))
 	}
-	return parseItem(out.Attributes), nil
+	return out.Attributes, nil
 }
 
 // names are the expression attribute names every lease write uses.

@@ -1,0 +1,243 @@
+package leases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// The heartbeat item is one item of the lease table, under a key no shard ID can take. Each replica
+// keeps one attribute in it, heartbeatPrefix + its worker ID, whose value it changes at every beat;
+// AttrGeneration is bumped by every write that changes who holds or claims what, so that the other
+// replicas know when the lease items are worth reading again.
+const (
+	HeartbeatKey    = "heartbeats"
+	heartbeatPrefix = "hb/"
+	AttrGeneration  = "Generation" // (N)
+)
+
+// rosterEntry is a replica's heartbeat as this replica last saw it, and since when (monotonic).
+type rosterEntry struct {
+	value string
+	since time.Time
+}
+
+// roster is the heartbeat item as read.
+type roster struct {
+	generation int64
+	beats      map[string]string // worker ID → heartbeat value
+}
+
+func parseRoster(av map[string]dtypes.AttributeValue) roster {
+	r := roster{beats: map[string]string{}}
+	for name, v := range av {
+		switch {
+		case name == AttrGeneration:
+			if n, ok := v.(*dtypes.AttributeValueMemberN); ok {
+				r.generation, _ = strconv.ParseInt(n.Value, 10, 64)
+			}
+		case strings.HasPrefix(name, heartbeatPrefix):
+			if s, ok := v.(*dtypes.AttributeValueMemberN); ok {
+				r.beats[strings.TrimPrefix(name, heartbeatPrefix)] = s.Value
+			}
+		}
+	}
+	return r
+}
+
+// observeRoster notes, by this replica's monotonic clock, since when each replica's heartbeat has
+// its current value, and the newest generation seen. A replica missing from the item has left.
+func (c *Coordinator) observeRoster(r roster, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[string]rosterEntry, len(r.beats))
+	for w, v := range r.beats {
+		if e, ok := c.roster[w]; ok && e.value == v {
+			next[w] = e
+		} else {
+			next[w] = rosterEntry{value: v, since: now}
+		}
+	}
+	c.roster = next
+	if r.generation > c.generation {
+		c.generation = r.generation
+		c.changedAt = now
+	}
+}
+
+// beating reports whether the replica's heartbeat is alive: it changed within the lease duration.
+// ok is false for a replica that has no heartbeat (an older version of this binding, upstream's, or
+// one gone long ago): its leases are judged by their own renewals.
+func (c *Coordinator) beating(worker string, now time.Time) (alive, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.roster[worker]
+	return ok && now.Sub(e.since) < c.cfg.LeaseDuration, ok
+}
+
+// fenceAfter is how long a replica goes without a successful heartbeat before it stops delivering:
+// the others judge it dead a lease duration after they saw its last beat, which it sent earlier.
+func (c *Coordinator) fenceAfter() time.Duration { return 2 * c.cfg.LeaseDuration / 3 }
+
+// fresh reports whether this replica's own last heartbeat went through within fenceAfter: only then
+// may it take leases.
+func (c *Coordinator) fresh(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.lastBeat.IsZero() && now.Sub(c.lastBeat) < c.fenceAfter()
+}
+
+// announce asks for a heartbeat now that bumps the generation: this replica changed a lease.
+func (c *Coordinator) announce() {
+	c.mu.Lock()
+	c.announcing = true
+	c.mu.Unlock()
+	select {
+	case c.beatNow <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeats beats every LeaseDuration/3 (the first at once: joining), and at once when a change
+// is announced, until ctx ends. A replica whose beats fail for fenceAfter stops delivering every
+// lease it holds: the others may take them soon after.
+func (c *Coordinator) heartbeats(ctx context.Context) {
+	every := c.cfg.LeaseDuration / 3
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	for {
+		c.beat(ctx, every)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-c.beatNow:
+		}
+	}
+}
+
+// beat writes one heartbeat. Its request is bounded so that, with the table unreachable, the fence
+// falls on time rather than when a hung request gives up.
+func (c *Coordinator) beat(ctx context.Context, every time.Duration) {
+	c.mu.Lock()
+	announcing := c.announcing
+	c.announcing = false
+	c.beats++
+	value := num(c.session + c.beats)
+	lastBeat := c.lastBeat
+	c.mu.Unlock()
+
+	sent := time.Now()
+	limit := every
+	if untilFence := lastBeat.Add(c.fenceAfter()).Sub(sent); !lastBeat.IsZero() && untilFence > 0 {
+		limit = min(every, untilFence)
+	}
+	attempt, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	u := update{
+		set:    "#beat = :beat",
+		names:  map[string]string{"#beat": heartbeatPrefix + c.cfg.WorkerID, "#gen": AttrGeneration},
+		values: map[string]dtypes.AttributeValue{":beat": value, ":one": num(1)},
+	}
+	if announcing {
+		u.add = "#gen :one"
+	}
+	got, err := c.table.updateRaw(attempt, HeartbeatKey, "heartbeat", u)
+	if err == nil {
+		c.mu.Lock()
+		c.lastBeat = sent
+		if announcing {
+			c.changedAt = time.Now()
+		}
+		c.mu.Unlock()
+		c.observeRoster(parseRoster(got), time.Now())
+		if c.beatFailing.Swap(false) {
+			c.log.Infof("Heartbeats work again")
+		}
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if announcing {
+		c.mu.Lock()
+		c.announcing = true // announced with the next beat that goes through
+		c.mu.Unlock()
+	}
+	if !c.beatFailing.Swap(true) {
+		c.log.Warnf("Heartbeat failed, trying again every %v: %v", every, err)
+	}
+	if !lastBeat.IsZero() && time.Since(lastBeat) >= c.fenceAfter() {
+		c.fence(fmt.Sprintf("no heartbeat went through for %v: %v", time.Since(lastBeat).Round(time.Millisecond), err))
+	}
+}
+
+// fence stops delivery of every held lease: this replica cannot prove it is alive, so the others
+// will soon take its leases. Once its heartbeats go through again, a pass takes back those the
+// table still names it for.
+func (c *Coordinator) fence(why string) {
+	held := c.Held()
+	for _, l := range held {
+		l.markLost(why)
+	}
+	c.mu.Lock()
+	c.scanDue = c.scanDue || len(held) > 0
+	c.mu.Unlock()
+}
+
+// leave removes this replica's heartbeat, once it gave up every lease, so that the others do not
+// wait for it to die to count it out.
+func (c *Coordinator) leave(ctx context.Context) error {
+	_, err := c.table.updateRaw(ctx, HeartbeatKey, "leaving the heartbeats", update{
+		remove: "#beat",
+		add:    "#gen :one",
+		names:  map[string]string{"#beat": heartbeatPrefix + c.cfg.WorkerID, "#gen": AttrGeneration},
+		values: map[string]dtypes.AttributeValue{":one": num(1)},
+	})
+	return err
+}
+
+// forgetDead removes the heartbeats of replicas dead for deadForgottenAfter that own no lease, so
+// that the heartbeat item does not grow with every replica ever started. Each removal is
+// conditional on the value seen: a replica that came back keeps its entry.
+func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, now time.Time) {
+	owners := map[string]bool{}
+	for _, it := range byShard {
+		owners[it.owner] = true
+	}
+	c.mu.Lock()
+	var gone []string
+	values := map[string]string{}
+	for w, e := range c.roster {
+		if w != c.cfg.WorkerID && !owners[w] && now.Sub(e.since) >= max(deadForgottenAfter, 2*c.cfg.LeaseDuration) {
+			gone = append(gone, w)
+			values[w] = e.value
+		}
+	}
+	c.mu.Unlock()
+	for _, w := range gone {
+		n, err := strconv.ParseInt(values[w], 10, 64)
+		if err != nil {
+			continue
+		}
+		_, err = c.table.updateRaw(ctx, HeartbeatKey, "forgetting a dead replica's heartbeat", update{
+			remove:    "#beat",
+			condition: "#beat = :seen",
+			names:     map[string]string{"#beat": heartbeatPrefix + w},
+			values:    map[string]dtypes.AttributeValue{":seen": num(n)},
+		})
+		if err != nil && !errors.Is(err, errConditionFailed) && ctx.Err() == nil {
+			c.log.Debugf("%v", err)
+		}
+	}
+}
+
+// newSession is where this process's heartbeat values start: a replica restarted under the same
+// worker ID must not write a value the others saw from its previous life.
+func newSession() int64 { return rand.Int64N(1 << 52) }
