@@ -27,7 +27,8 @@ const (
 	// heartbeats show no change: a change announced by a replica that died before its announcement
 	// went through, or an operator's edit, is seen within it.
 	fullPassMaxAge = 5 * time.Minute
-	// deadForgottenAfter is how long a dead replica's heartbeat stays in the heartbeat item.
+	// deadForgottenAfter is how long a dead replica's heartbeat stays in the heartbeat item (at least
+	// two lease durations).
 	deadForgottenAfter = 10 * time.Minute
 )
 
@@ -50,13 +51,14 @@ type Coordinator struct {
 	log   logger.Logger
 	wall  func() time.Time
 
-	wake        chan struct{} // a pass is due now (a shard ended)
-	beatNow     chan struct{} // a heartbeat is due now (a change to announce)
-	stopTaking  chan struct{}
-	stopOnce    sync.Once
-	idle        chan struct{} // signalled when the last held lease is done after StopTaking
-	session     int64
-	beatFailing atomic.Bool // the last heartbeat failed: its failure was logged
+	wake            chan struct{} // a pass is due now (a shard ended)
+	beatNow         chan struct{} // a heartbeat is due now (a change to announce)
+	stopTaking      chan struct{}
+	stopOnce        sync.Once
+	idle            chan struct{} // signalled when the last held lease is done after StopTaking
+	session         int64
+	beatFailing     atomic.Bool   // the last heartbeat failed: its failure was logged
+	forgetDeadAfter time.Duration // deadForgottenAfter; tests shorten it
 
 	mu       sync.Mutex
 	held     map[string]*Lease
@@ -103,21 +105,22 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("kinesis binding error: unknown lease protocol %q", cfg.Protocol)
 	}
 	return &Coordinator{
-		cfg:        cfg,
-		table:      &table{db: cfg.DB, name: cfg.Table},
-		log:        cfg.Log,
-		wall:       wall,
-		wake:       make(chan struct{}, 1),
-		beatNow:    make(chan struct{}, 1),
-		stopTaking: make(chan struct{}),
-		idle:       make(chan struct{}, 1),
-		session:    newSession(),
-		held:       map[string]*Lease{},
-		claims:     map[string]time.Time{},
-		seen:       map[string]observation{},
-		claimsAt:   map[string]claimSighting{},
-		roster:     map[string]rosterEntry{},
-		listDue:    true,
+		cfg:             cfg,
+		table:           &table{db: cfg.DB, name: cfg.Table},
+		log:             cfg.Log,
+		wall:            wall,
+		wake:            make(chan struct{}, 1),
+		beatNow:         make(chan struct{}, 1),
+		stopTaking:      make(chan struct{}),
+		idle:            make(chan struct{}, 1),
+		session:         newSession(),
+		forgetDeadAfter: deadForgottenAfter,
+		held:            map[string]*Lease{},
+		claims:          map[string]time.Time{},
+		seen:            map[string]observation{},
+		claimsAt:        map[string]claimSighting{},
+		roster:          map[string]rosterEntry{},
+		listDue:         true,
 	}, nil
 }
 
@@ -282,15 +285,18 @@ func (c *Coordinator) passDue(now time.Time) string {
 // changed says, after a read of the heartbeats, why the lease items are worth reading, or "".
 func (c *Coordinator) changed(now time.Time) string {
 	c.mu.Lock()
-	gen, live := c.generation, c.passLive
+	gen, passGen, live, lastPass := c.generation, c.passGen, c.passLive, c.lastPass
 	c.mu.Unlock()
-	if gen != c.passGen {
+	if gen != passGen {
 		return "the lease table changed"
 	}
 	for _, w := range live {
 		if alive, _ := c.beating(w, now); !alive {
 			return "the heartbeat of " + w + " stopped"
 		}
+	}
+	if len(c.forgettable(now)) > 0 && now.Sub(lastPass) >= c.forgetAfter() {
+		return "a dead replica's heartbeat can be forgotten"
 	}
 	return ""
 }

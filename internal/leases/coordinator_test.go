@@ -96,11 +96,13 @@ type replica struct {
 	abandon context.CancelFunc
 	done    chan struct{}
 
-	mu       sync.Mutex
-	acquired []Shard
-	lost     int
-	handed   int
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	acquired   []Shard
+	acquiredAt map[string]time.Time // shard → when last taken
+	lost       int
+	lostAt     map[string]time.Time // shard → when its delivery had to stop
+	handed     int
+	wg         sync.WaitGroup
 }
 
 type replicaOptions struct {
@@ -143,12 +145,16 @@ func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica 
 	})
 	require.NoError(t, err)
 	ctx, abandon := context.WithCancel(context.Background())
-	r := &replica{t: t, c: c, worker: worker, counter: counter, abandon: abandon, done: make(chan struct{})}
+	r := &replica{
+		t: t, c: c, worker: worker, counter: counter, abandon: abandon, done: make(chan struct{}),
+		acquiredAt: map[string]time.Time{}, lostAt: map[string]time.Time{},
+	}
 	go func() {
 		defer close(r.done)
 		assert.NoError(t, c.Run(ctx, func(l *Lease) {
 			r.mu.Lock()
 			r.acquired = append(r.acquired, l.Shard())
+			r.acquiredAt[l.Shard().ID] = time.Now()
 			r.mu.Unlock()
 			r.wg.Go(func() { r.serve(l, o.checkpoint) })
 		}))
@@ -167,6 +173,7 @@ func (r *replica) serve(l *Lease, checkpoint func(Shard) string) {
 	case <-l.Lost():
 		r.mu.Lock()
 		r.lost++
+		r.lostAt[l.Shard().ID] = time.Now()
 		r.mu.Unlock()
 	case <-l.HandoffRequested():
 		cp := ""

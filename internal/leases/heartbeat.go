@@ -203,26 +203,38 @@ func (c *Coordinator) leave(ctx context.Context) error {
 	return err
 }
 
-// forgetDead removes the heartbeats of replicas dead for deadForgottenAfter that own no lease, so
-// that the heartbeat item does not grow with every replica ever started. Each removal is
-// conditional on the value seen: a replica that came back keeps its entry.
-func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, now time.Time) {
-	owners := map[string]bool{}
-	for _, it := range byShard {
-		owners[it.owner] = true
-	}
+// forgetAfter is how long a replica's heartbeat must have stood still before it is forgotten.
+func (c *Coordinator) forgetAfter() time.Duration {
+	return max(c.forgetDeadAfter, 2*c.cfg.LeaseDuration)
+}
+
+// forgettable returns the replicas (other than this one) whose heartbeat stood still for
+// forgetAfter, with the value it stood at.
+func (c *Coordinator) forgettable(now time.Time) map[string]string {
 	c.mu.Lock()
-	var gone []string
-	values := map[string]string{}
+	defer c.mu.Unlock()
+	out := map[string]string{}
 	for w, e := range c.roster {
-		if w != c.cfg.WorkerID && !owners[w] && now.Sub(e.since) >= max(deadForgottenAfter, 2*c.cfg.LeaseDuration) {
-			gone = append(gone, w)
-			values[w] = e.value
+		if w != c.cfg.WorkerID && now.Sub(e.since) >= c.forgetAfter() {
+			out[w] = e.value
 		}
 	}
-	c.mu.Unlock()
-	for _, w := range gone {
-		n, err := strconv.ParseInt(values[w], 10, 64)
+	return out
+}
+
+// forgetDead removes the heartbeats of replicas dead for forgetAfter that own no lease, so that the
+// heartbeat item does not grow with every replica ever started. Each removal is conditional on the
+// value seen: a replica that came back keeps its entry.
+func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, now time.Time) {
+	dead := c.forgettable(now)
+	if len(dead) == 0 {
+		return
+	}
+	for _, it := range byShard {
+		delete(dead, it.owner)
+	}
+	for w, value := range dead {
+		n, err := strconv.ParseInt(value, 10, 64)
 		if err != nil {
 			continue
 		}
@@ -232,7 +244,10 @@ func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, n
 			names:     map[string]string{"#beat": heartbeatPrefix + w},
 			values:    map[string]dtypes.AttributeValue{":seen": num(n)},
 		})
-		if err != nil && !errors.Is(err, errConditionFailed) && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			c.log.Infof("Forgot the heartbeat of %s, stopped for %v", w, c.forgetAfter())
+		case !errors.Is(err, errConditionFailed) && ctx.Err() == nil:
 			c.log.Debugf("%v", err)
 		}
 	}
