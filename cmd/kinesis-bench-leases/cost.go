@@ -24,35 +24,36 @@ const secondsPerMonth = 30 * 24 * 3600
 type costConfig struct {
 	replicas     int
 	idle, busy   time.Duration
+	settle       time.Duration
 	busyRate     int
 	pollInterval string
+	perReplica   bool
+	failoverRuns int
 }
 
-var costCfg costConfig
-
-// cost runs the replicas, each with a DynamoDB meter of its own between it and dynalite, and prints
-// what the lease table costs on AWS's on-demand prices: per replica and in total, for an idle stream
-// and for a busy one (records on every shard, so every shard checkpoints), plus the time from Read
-// until every shard is owned and until the split is fair.
-func (b *bench) cost(ctx context.Context, cfg costConfig) error {
+// cost runs the replicas, each with DynamoDB meters of its own between it and dynalite, and prints
+// what the lease table costs on AWS's on-demand prices: in total (and per replica), for an idle
+// stream and for a busy one (records on every shard, so every shard checkpoints), plus the time
+// from Read until every shard is owned and until the split is fair.
+func (b *bench) cost(ctx context.Context) error {
+	cfg := b.cfg
 	stream, consumer, err := b.newStream(ctx)
 	if err != nil {
 		return err
 	}
-	meters := make([]*localaws.DynamoDBMeter, cfg.replicas)
+	meters := make([]*replicaMeter, cfg.replicas)
 	for i := range meters {
-		if meters[i], err = localaws.StartDynamoDBMeter(b.srv.DynamoDBEndpoint); err != nil {
+		if meters[i], err = startReplicaMeter(b.srv.DynamoDBEndpoint); err != nil {
 			return err
 		}
 		defer meters[i].Close()
 	}
-	workers := make([]string, cfg.replicas)
+	workers := workerIDs(cfg.replicas)
 	replicas := make([]bindings.InputOutputBinding, cfg.replicas)
 	errs := make([]error, cfg.replicas)
 	began := time.Now()
 	var wg sync.WaitGroup
 	for i := range replicas {
-		workers[i] = "r" + strconv.Itoa(i)
 		extra := map[string]string{"dynamoDBEndpoint": meters[i].URL()}
 		if cfg.pollInterval != "" {
 			extra["pollInterval"] = cfg.pollInterval
@@ -74,16 +75,29 @@ func (b *bench) cost(ctx context.Context, cfg costConfig) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("cost     %d replicas on %d shards: all owned %v after Read, fair %v after\n", cfg.replicas, b.shards,
+	b.fig.cost = &costFigures{ownedFair: ownedFair{all: all.Sub(began), fair: fairAt.Sub(began)}}
+	b.sayf("cost", "%d replicas on %d shards: all owned %v after Read, fair %v after", cfg.replicas, b.shards,
 		all.Sub(began).Round(time.Millisecond), fairAt.Sub(began).Round(time.Millisecond))
 
-	if err := measure(ctx, "idle", meters, cfg.idle); err != nil {
+	// The steady state starts once the changes of the start-up are a lease duration old: until then
+	// heartbeat replicas step every shardSyncInterval, as after any change.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.settle):
+	}
+	if b.fig.cost.idle, err = b.measure(ctx, "idle", meters, cfg.idle); err != nil {
 		return err
 	}
 	if cfg.busy <= 0 {
 		return nil
 	}
-	rate := cfg.busyRate
+	return b.costBusy(ctx, stream, meters)
+}
+
+// costBusy measures the meters while records are put on every shard.
+func (b *bench) costBusy(ctx context.Context, stream string, meters []*replicaMeter) error {
+	rate := b.cfg.busyRate
 	if rate <= 0 {
 		rate = 2 * int(b.shards)
 	}
@@ -92,9 +106,11 @@ func (b *bench) cost(ctx context.Context, cfg costConfig) error {
 	putErr := make(chan error, 1)
 	go func() { putErr <- b.putAtRate(putCtx, stream, rate) }()
 	time.Sleep(3 * time.Second) // every shard has records and checkpoints
-	if err := measure(ctx, fmt.Sprintf("busy (%d records/s)", rate), meters, cfg.busy); err != nil {
+	busy, err := b.measure(ctx, fmt.Sprintf("busy (%d records/s)", rate), meters, b.cfg.busy)
+	if err != nil {
 		return err
 	}
+	b.fig.cost.busy = busy
 	stopPuts()
 	if err := <-putErr; err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -102,8 +118,9 @@ func (b *bench) cost(ctx context.Context, cfg costConfig) error {
 	return nil
 }
 
-// measure reads the meters over d and prints each replica's and the total's rates and cost.
-func measure(ctx context.Context, phase string, meters []*localaws.DynamoDBMeter, d time.Duration) error {
+// measure reads the meters over d and prints the total's rates and cost (and each replica's with
+// -per-replica), then each operation's counts, heartbeats apart.
+func (b *bench) measure(ctx context.Context, phase string, meters []*replicaMeter, d time.Duration) (*rates, error) {
 	before := make([]localaws.Usage, len(meters))
 	for i, m := range meters {
 		before[i] = m.Reading()
@@ -111,12 +128,12 @@ func measure(ctx context.Context, phase string, meters []*localaws.DynamoDBMeter
 	began := time.Now()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-time.After(d):
 	}
 	secs := time.Since(began).Seconds()
-	fmt.Printf("cost     %s, over %v:\n", phase, d)
-	fmt.Printf("         %-8s %9s %9s %11s %9s %9s %12s\n", "replica", "calls/s", "scans/s", "updates/s", "RCU/s", "WCU/s", "$/month")
+	b.sayf("cost", "%s, over %v:", phase, d)
+	b.sayf("cost", "%-8s %9s %9s %11s %9s %9s %9s %12s", "replica", "calls/s", "scans/s", "updates/s", "gets/s", "RCU/s", "WCU/s", "$/month")
 	total := localaws.Usage{}
 	for i, m := range meters {
 		use := m.Reading().Since(before[i])
@@ -125,9 +142,18 @@ func measure(ctx context.Context, phase string, meters []*localaws.DynamoDBMeter
 			t.Calls, t.Items, t.ReadUnits, t.WriteUnits = t.Calls+u.Calls, t.Items+u.Items, t.ReadUnits+u.ReadUnits, t.WriteUnits+u.WriteUnits
 			total[op] = t
 		}
-		printUsage("r"+strconv.Itoa(i), use, secs)
+		if b.cfg.perReplica {
+			b.printRates("r"+strconv.Itoa(i), ratesOf(use, secs))
+		}
 	}
-	printUsage("total", total, secs)
+	r := ratesOf(total, secs)
+	b.printRates("total", r)
+	b.printOps(total)
+	return &r, nil
+}
+
+// printOps prints each operation's counts over the phase; OP/heartbeat is OP on the heartbeat item.
+func (b *bench) printOps(total localaws.Usage) {
 	ops := make([]string, 0, len(total))
 	for op, u := range total {
 		if u.Calls > 0 {
@@ -137,17 +163,36 @@ func measure(ctx context.Context, phase string, meters []*localaws.DynamoDBMeter
 	sort.Strings(ops)
 	for _, op := range ops {
 		u := total[op]
-		fmt.Printf("         %-12s %d calls, %d items, %.1f read units, %.1f write units\n", op, u.Calls, u.Items, u.ReadUnits, u.WriteUnits)
+		b.sayf("cost", "%-20s %d calls, %d items, %.1f read units, %.1f write units", op, u.Calls, u.Items, u.ReadUnits, u.WriteUnits)
 	}
-	return nil
 }
 
-func printUsage(name string, use localaws.Usage, secs float64) {
+// rates is a phase's use per second, and its cost per month.
+type rates struct {
+	calls, scans            float64
+	updates, heartbeatWrite float64 // UpdateItem calls, of which on the heartbeat item
+	gets, heartbeatRead     float64 // GetItem calls, of which on the heartbeat item
+	rcu, wcu, monthly       float64
+}
+
+func ratesOf(use localaws.Usage, secs float64) rates {
 	t := use.Total()
-	rcu, wcu := t.ReadUnits/secs, t.WriteUnits/secs
-	monthly := (rcu*localaws.PricePerMillionReadUnits + wcu*localaws.PricePerMillionWriteUnits) * secondsPerMonth / 1e6
-	fmt.Printf("         %-8s %9.1f %9.1f %11.1f %9.1f %9.1f %12.2f\n", name, float64(t.Calls)/secs,
-		float64(use["Scan"].Calls)/secs, float64(use["UpdateItem"].Calls)/secs, rcu, wcu, monthly)
+	r := rates{
+		calls:          float64(t.Calls) / secs,
+		scans:          float64(use["Scan"].Calls) / secs,
+		heartbeatWrite: float64(use["UpdateItem"+heartbeatSuffix].Calls) / secs,
+		heartbeatRead:  float64(use["GetItem"+heartbeatSuffix].Calls) / secs,
+		rcu:            t.ReadUnits / secs,
+		wcu:            t.WriteUnits / secs,
+	}
+	r.updates = float64(use["UpdateItem"].Calls)/secs + r.heartbeatWrite
+	r.gets = float64(use["GetItem"].Calls)/secs + r.heartbeatRead
+	r.monthly = (r.rcu*localaws.PricePerMillionReadUnits + r.wcu*localaws.PricePerMillionWriteUnits) * secondsPerMonth / 1e6
+	return r
+}
+
+func (b *bench) printRates(name string, r rates) {
+	b.sayf("cost", "%-8s %9.1f %9.1f %11.1f %9.1f %9.1f %9.1f %12.2f", name, r.calls, r.scans, r.updates, r.gets, r.rcu, r.wcu, r.monthly)
 }
 
 // putAtRate puts rate records a second on random keys (so spread over the shards) until ctx ends.
@@ -169,7 +214,7 @@ func (b *bench) putAtRate(ctx context.Context, stream string, rate int) error {
 				entries[j] = types.PutRecordsRequestEntry{Data: []byte(key), PartitionKey: aws.String(key)}
 			}
 			if _, err := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries}); err != nil {
-				return err
+				return fmt.Errorf("putting records: %w", err)
 			}
 		}
 	}

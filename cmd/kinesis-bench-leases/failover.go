@@ -2,44 +2,42 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
-	"github.com/dapr-kinesis/kinesis/internal/localaws"
 )
 
 // failover runs the replicas as processes (consumerproc), waits for a fair split, SIGKILLs one and
-// prints how long until the others own every shard again.
-func (b *bench) failover(ctx context.Context, cfg costConfig) error {
+// prints how long until the others own every shard again. Each run has a stream of its own.
+func (b *bench) failover(ctx context.Context) error {
+	cfg := b.cfg
+	if cfg.replicas < 2 {
+		return errors.New("failover needs -replicas of at least 2")
+	}
 	stream, consumer, err := b.newStream(ctx)
 	if err != nil {
 		return err
 	}
-	logDir, err := os.MkdirTemp("", "kinesis-bench-leases-")
+	logDir, err := os.MkdirTemp("", "kinesis-bench-leases-"+string(b.protocol)+"-")
 	if err != nil {
-		return err
+		return fmt.Errorf("log directory: %w", err)
 	}
-	workers := make([]string, cfg.replicas)
+	workers := workerIDs(cfg.replicas)
 	procs := make([]*consumerproc.Proc, 0, cfg.replicas)
 	defer func() {
 		for _, p := range procs {
 			_ = p.Stop()
 		}
 	}()
-	for i := range workers {
-		workers[i] = "r" + strconv.Itoa(i)
-		props := map[string]string{
-			"streamName": stream, "consumerName": consumer, "workerID": workers[i],
-			"region": b.srv.Region, "endpoint": b.srv.KinesisEndpoint, "dynamoDBEndpoint": b.srv.DynamoDBEndpoint,
-			"accessKey": localaws.AccessKeyID, "secretKey": localaws.SecretAccessKey, "initialPosition": "TRIM_HORIZON",
-		}
+	for _, w := range workers {
+		props := b.props(stream, consumer, w)
 		if cfg.pollInterval != "" {
 			props["pollInterval"] = cfg.pollInterval
 		}
-		p, startErr := consumerproc.Start(workers[i], props, 0, logDir, func(string, int64) {})
+		p, startErr := consumerproc.Start(w, props, 0, logDir, func(string, int64) {})
 		if startErr != nil {
 			return startErr
 		}
@@ -70,7 +68,8 @@ func (b *bench) failover(ctx context.Context, cfg costConfig) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("failover %d replica processes on %d shards (leaseDuration 10s, the default): %s SIGKILLed; the others own every shard %v later\n",
-		cfg.replicas, b.shards, workers[0], back.Sub(killed).Round(time.Millisecond))
+	b.fig.failover = append(b.fig.failover, back.Sub(killed))
+	b.sayf("failover", "run %d/%d: %d replica processes on %d shards (leaseDuration 10s, the default): replica 0 SIGKILLed; the others own every shard %v later",
+		len(b.fig.failover), cfg.failoverRuns, cfg.replicas, b.shards, back.Sub(killed).Round(time.Millisecond))
 	return nil
 }

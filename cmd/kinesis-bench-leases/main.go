@@ -1,26 +1,36 @@
-// Command kinesis-bench-leases measures how fast replicas of the input binding share a stream,
-// against local emulators it starts itself (kinesis-local, dynalite), each case on a fresh stream:
+// Command kinesis-bench-leases measures how fast replicas of the input binding share a stream, and
+// what their lease table costs, against local emulators it starts itself (kinesis-local,
+// dynalite). Every case runs once per lease protocol of -protocols (the replicas' leaseProtocol:
+// renewal, what earlier versions did, and heartbeat, the default), each on a fresh stream, so that
+// the before and after figures come out of one run; every line names its protocol, and a summary
+// table at the end puts them side by side with their ratio (heartbeat / renewal). The cases:
 //
-//   - one: one replica on a 64-shard stream; time from Read's call until the lease table shows
-//     every shard owned;
+//   - one: one replica on the stream; time from Read's call until the lease table shows every
+//     shard owned;
 //   - three: three replicas whose Read is called together; time until every shard is owned, and
 //     until the split is fair (max-min ≤ 1) with no claim pending;
 //   - rolling: three replicas sharing the stream while records are put (a record ID in each); one is
 //     closed and a replacement started; time from the replacement's Read until fair again, and the
 //     records lost (never delivered) and duplicated (delivered more than once) over the whole case;
-//   - cost: -replicas replicas, each with a DynamoDB meter (internal/localaws) between it and
-//     dynalite; what the lease table costs at AWS's on-demand prices, per replica and in total, for
-//     an idle stream and for a busy one (-busy-rate records/s on random keys), with the time until
-//     every shard is owned and until the split is fair;
+//   - cost: -replicas replicas, each with DynamoDB meters (internal/localaws) between it and
+//     dynalite; what the lease table costs at AWS's on-demand prices, in total (and per replica with
+//     -per-replica), for an idle stream and for a busy one (-busy-rate records/s on random keys),
+//     with heartbeat writes and reads (the heartbeat item's UpdateItem and GetItem) counted apart
+//     from the leases', and the time until every shard is owned and until the split is fair;
 //   - failover: -replicas replica processes; one is SIGKILLed, and the time until the others own
-//     every shard again is printed (a lease is taken over once seen unrenewed for leaseDuration).
+//     every shard again is printed (a lease is taken over once its owner is seen dead for
+//     leaseDuration); -failover-runs times, each on a fresh stream, with the median.
 //
-// Default metadata throughout except initialPosition TRIM_HORIZON (and -poll-interval for cost).
+// Default metadata throughout except initialPosition TRIM_HORIZON, leaseProtocol and (cost,
+// failover) -poll-interval. Worker IDs are as long as the binding's default (a host name and 8 hex
+// digits), since the heartbeat item holds one attribute per replica and its size is what is billed.
 // Figures are printed, never asserted: the machine is shared.
 //
 //	go run ./cmd/kinesis-bench-leases
-//	go run ./cmd/kinesis-bench-leases -shards 16 -cases one,three
-//	go run ./cmd/kinesis-bench-leases -cases cost -shards 200 -replicas 20 -poll-interval 2s -busy-rate 400
+//	go run ./cmd/kinesis-bench-leases -shards 16 -cases one,three -protocols heartbeat
+//	go run ./cmd/kinesis-bench-leases -cases cost -shards 200 -replicas 20 -poll-interval 2s -busy-rate 400 -per-replica
+//	go run ./cmd/kinesis-bench-leases -cases cost,failover -shards 1000 -replicas 20 -poll-interval 5s -busy 0
+//	go run ./cmd/kinesis-bench-leases -cases failover -shards 64 -replicas 5 -failover-runs 5
 package main
 
 import (
@@ -31,7 +41,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +55,7 @@ import (
 
 	kb "github.com/dapr-kinesis/kinesis"
 	"github.com/dapr-kinesis/kinesis/internal/consumerproc"
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr/components-contrib/bindings"
 	"github.com/dapr/components-contrib/metadata"
@@ -63,24 +74,49 @@ func main() {
 
 var logLevel string
 
+// caseNames are the cases, in the order the doc comment gives them.
+var caseNames = []string{"one", "three", "rolling", "cost", "failover"}
+
+// bench is the emulators and, once as has chosen them, the protocol a case's replicas use and
+// where that protocol's figures go.
 type bench struct {
-	srv    *localaws.Servers
-	client *kinesis.Client
-	db     *dynamodb.Client
-	shards int32
+	srv      *localaws.Servers
+	client   *kinesis.Client
+	db       *dynamodb.Client
+	shards   int32
+	cfg      costConfig
+	protocol leases.Protocol
+	fig      *figures
 }
 
 func run() error {
 	shards := flag.Int("shards", 64, "shards per stream")
-	cases := flag.String("cases", "one,three,rolling", "cases to run: one, three, rolling, cost, failover")
-	flag.IntVar(&costCfg.replicas, "replicas", 3, "cost: replicas on the stream")
-	flag.DurationVar(&costCfg.idle, "idle", 30*time.Second, "cost: how long the idle stream is measured")
-	flag.DurationVar(&costCfg.busy, "busy", 30*time.Second, "cost: how long the busy stream is measured (0: not at all)")
-	flag.IntVar(&costCfg.busyRate, "busy-rate", 0, "cost: records put per second while busy (default: 2 per shard)")
-	flag.StringVar(&costCfg.pollInterval, "poll-interval", "", "cost: the replicas' pollInterval (default: the binding's; raise it for large sizes)")
+	cases := flag.String("cases", "one,three,rolling", "cases to run: "+strings.Join(caseNames, ", "))
+	protocols := flag.String("protocols", "renewal,heartbeat", "lease protocols (leaseProtocol) every case runs with, in turn: renewal, heartbeat")
+	var cfg costConfig
+	flag.IntVar(&cfg.replicas, "replicas", 3, "cost, failover: replicas on the stream")
+	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "cost: how long the idle stream is measured")
+	flag.DurationVar(&cfg.settle, "settle", 15*time.Second, "cost: wait after the fair split before the idle stream is measured (the default leaseDuration and some)")
+	flag.DurationVar(&cfg.busy, "busy", 30*time.Second, "cost: how long the busy stream is measured (0: not at all)")
+	flag.IntVar(&cfg.busyRate, "busy-rate", 0, "cost: records put per second while busy (default: 2 per shard)")
+	flag.StringVar(&cfg.pollInterval, "poll-interval", "", "cost, failover: the replicas' pollInterval (default: the binding's; raise it for large sizes)")
+	flag.BoolVar(&cfg.perReplica, "per-replica", false, "cost: print each replica's row, not only the total")
+	flag.IntVar(&cfg.failoverRuns, "failover-runs", 1, "failover: how many kills per protocol, each on a fresh stream")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	flag.StringVar(&logLevel, "log-level", "warn", "the replicas' log level (debug shows each lease taken, claimed and handed over)")
 	flag.Parse()
+
+	names, err := parseCases(*cases)
+	if err != nil {
+		return err
+	}
+	protos, err := parseProtocols(*protocols)
+	if err != nil {
+		return err
+	}
+	if cfg.replicas < 1 || cfg.failoverRuns < 1 {
+		return errors.New("-replicas and -failover-runs must be at least 1")
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -95,29 +131,119 @@ func run() error {
 			fmt.Fprintln(os.Stderr, "kinesis-bench-leases:", err)
 		}
 	}()
-	b := &bench{srv: srv, client: srv.KinesisClient(), db: srv.DynamoDBClient(), shards: int32(*shards)}
-	fmt.Printf("kinesis-bench-leases: kinesis-local + dynalite, %d-shard streams, default metadata\n", b.shards)
-	for _, c := range strings.Split(*cases, ",") {
-		var err error
-		switch c {
-		case "one":
-			err = b.one(ctx)
-		case "three":
-			err = b.three(ctx)
-		case "rolling":
-			err = b.rolling(ctx)
-		case "cost":
-			err = b.cost(ctx, costCfg)
-		case "failover":
-			err = b.failover(ctx, costCfg)
-		default:
-			err = fmt.Errorf("unknown case %q", c)
+	b := &bench{srv: srv, client: srv.KinesisClient(), db: srv.DynamoDBClient(), shards: int32(*shards), cfg: cfg}
+	fmt.Printf("kinesis-bench-leases: kinesis-local + dynalite, %d-shard streams, default metadata, protocols %s\n",
+		b.shards, strings.Join(protocolStrings(protos), ", "))
+	figs := make(map[leases.Protocol]*figures, len(protos))
+	for _, p := range protos {
+		figs[p] = &figures{}
+	}
+	runErr := b.runCases(ctx, names, protos, figs)
+	// The summary comes even after a failure: the cases before it may have taken many minutes.
+	printSummary(protos, figs, cfg)
+	return runErr
+}
+
+// runCases runs each case once per protocol, the protocols in turn, so that both see the machine
+// in the same state as far as a shared machine allows; failover's runs are interleaved the same way.
+func (b *bench) runCases(ctx context.Context, names []string, protos []leases.Protocol, figs map[leases.Protocol]*figures) error {
+	for _, name := range names {
+		runs := 1
+		if name == "failover" {
+			runs = b.cfg.failoverRuns
 		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", c, err)
+		for range runs {
+			for _, p := range protos {
+				if err := b.as(p, figs[p]).runCase(ctx, name); err != nil {
+					return fmt.Errorf("%s (%s): %w", name, p, err)
+				}
+			}
+		}
+		if name == "failover" && runs > 1 {
+			for _, p := range protos {
+				b.as(p, figs[p]).sayf("failover", "median of %d runs: %v", runs, median(figs[p].failover).Round(time.Millisecond))
+			}
 		}
 	}
 	return nil
+}
+
+func (b *bench) runCase(ctx context.Context, name string) error {
+	switch name {
+	case "one":
+		return b.one(ctx)
+	case "three":
+		return b.three(ctx)
+	case "rolling":
+		return b.rolling(ctx)
+	case "cost":
+		return b.cost(ctx)
+	case "failover":
+		return b.failover(ctx)
+	}
+	return fmt.Errorf("unknown case %q", name) // parseCases let it through
+}
+
+// as is the bench for one protocol's run of a case.
+func (b *bench) as(p leases.Protocol, fig *figures) *bench {
+	c := *b
+	c.protocol, c.fig = p, fig
+	return &c
+}
+
+// sayf prints one line of a case, headed by the case and the protocol, so that the two protocols'
+// lines can be told apart (and grepped).
+func (b *bench) sayf(name, format string, args ...any) {
+	fmt.Printf("%-8s %-9s %s\n", name, b.protocol, fmt.Sprintf(format, args...))
+}
+
+func parseCases(s string) ([]string, error) {
+	var out []string
+	for c := range strings.SplitSeq(s, ",") {
+		c = strings.TrimSpace(c)
+		if !slices.Contains(caseNames, c) {
+			return nil, fmt.Errorf("unknown case %q (the cases: %s)", c, strings.Join(caseNames, ", "))
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func parseProtocols(s string) ([]leases.Protocol, error) {
+	var out []leases.Protocol
+	for p := range strings.SplitSeq(s, ",") {
+		proto := leases.Protocol(strings.TrimSpace(p))
+		if proto != leases.ProtocolRenewal && proto != leases.ProtocolHeartbeat {
+			return nil, fmt.Errorf("unknown protocol %q (the protocols: %s, %s)", proto, leases.ProtocolRenewal, leases.ProtocolHeartbeat)
+		}
+		if !slices.Contains(out, proto) {
+			out = append(out, proto)
+		}
+	}
+	return out, nil
+}
+
+func protocolStrings(protos []leases.Protocol) []string {
+	out := make([]string, len(protos))
+	for i, p := range protos {
+		out[i] = string(p)
+	}
+	return out
+}
+
+// workerID is replica i's worker ID: as long as the binding's default (a pod's host name, "-" and
+// 8 hex digits), since the heartbeat item holds an attribute named after each replica and its
+// size is billed; stable per index, so the lease table reads the same in every case.
+func workerID(i int) string {
+	return fmt.Sprintf("orders-consumer-7d9f8b6c4-x2k9q-%08x", i)
+}
+
+func workerIDs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = workerID(i)
+	}
+	return out
 }
 
 func (b *bench) one(ctx context.Context) error {
@@ -125,17 +251,20 @@ func (b *bench) one(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w := workerID(0)
 	began := time.Now()
-	r, err := b.start(ctx, stream, consumer, "one", nil)
+	r, err := b.start(ctx, stream, consumer, w, nil)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	owned, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, _ int) bool { return owners["one"] == int(b.shards) })
+	owned, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, _ int) bool { return owners[w] == int(b.shards) })
 	if err != nil {
 		return err
 	}
-	fmt.Printf("one      one replica owns all %d shards %v after Read\n", b.shards, owned.Sub(began).Round(time.Millisecond)) //nolint:dupword // the case name heads the line
+	took := owned.Sub(began)
+	b.fig.one = &took
+	b.sayf("one", "one replica owns all %d shards %v after Read", b.shards, owned.Sub(began).Round(time.Millisecond))
 	return nil
 }
 
@@ -144,12 +273,13 @@ func (b *bench) three(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	workers := workerIDs(3)
 	began := time.Now()
-	replicas := make([]bindings.InputOutputBinding, 3)
-	errs := make([]error, 3)
+	replicas := make([]bindings.InputOutputBinding, len(workers))
+	errs := make([]error, len(workers))
 	var wg sync.WaitGroup
 	for i := range replicas {
-		wg.Go(func() { replicas[i], errs[i] = b.start(ctx, stream, consumer, "r"+strconv.Itoa(i), nil) })
+		wg.Go(func() { replicas[i], errs[i] = b.start(ctx, stream, consumer, workers[i], nil) })
 	}
 	wg.Wait()
 	defer closeAll(replicas)
@@ -161,12 +291,13 @@ func (b *bench) three(ctx context.Context) error {
 		return err
 	}
 	fairAt, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, claims int) bool {
-		return fair(owners, int(b.shards), "r0", "r1", "r2") && claims == 0
+		return fair(owners, int(b.shards), workers...) && claims == 0
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("three    three replicas started together: all %d shards owned %v after Read, fair (max-min <= 1) %v after\n", //nolint:dupword // the case name heads the line
+	b.fig.three = &ownedFair{all: all.Sub(began), fair: fairAt.Sub(began)}
+	b.sayf("three", "three replicas started together: all %d shards owned %v after Read, fair (max-min <= 1) %v after",
 		b.shards, all.Sub(began).Round(time.Millisecond), fairAt.Sub(began).Round(time.Millisecond))
 	return nil
 }
@@ -176,6 +307,7 @@ func (b *bench) rolling(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w := workerIDs(4) // w[3] replaces w[1]
 	rec := &recorder{delivered: map[string]int{}}
 	replicas := map[string]bindings.InputOutputBinding{}
 	defer func() {
@@ -183,12 +315,12 @@ func (b *bench) rolling(ctx context.Context) error {
 			_ = r.Close()
 		}
 	}()
-	for _, w := range []string{"r0", "r1", "r2"} {
-		r, startErr := b.start(ctx, stream, consumer, w, rec.handle)
+	for _, id := range w[:3] {
+		r, startErr := b.start(ctx, stream, consumer, id, rec.handle)
 		if startErr != nil {
 			return startErr
 		}
-		replicas[w] = r
+		replicas[id] = r
 	}
 	putCtx, stopPuts := context.WithCancel(ctx)
 	var (
@@ -201,26 +333,26 @@ func (b *bench) rolling(ctx context.Context) error {
 		sent, putErr = b.putLoop(putCtx, stream)
 	}()
 	if _, err = b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, claims int) bool {
-		return fair(owners, int(b.shards), "r0", "r1", "r2") && claims == 0
+		return fair(owners, int(b.shards), w[0], w[1], w[2]) && claims == 0
 	}); err != nil {
 		stopPuts()
 		<-putDone
 		return err
 	}
-	if err = replicas["r1"].Close(); err != nil {
-		fmt.Printf("rolling  Close of r1: %v\n", err)
+	if err = replicas[w[1]].Close(); err != nil {
+		b.sayf("rolling", "Close of replica 1: %v", err)
 	}
-	delete(replicas, "r1")
+	delete(replicas, w[1])
 	began := time.Now()
-	r, err := b.start(ctx, stream, consumer, "r3", rec.handle)
+	r, err := b.start(ctx, stream, consumer, w[3], rec.handle)
 	if err != nil {
 		stopPuts()
 		<-putDone
 		return err
 	}
-	replicas["r3"] = r
+	replicas[w[3]] = r
 	fairAt, err := b.waitFor(ctx, consumer, 60*time.Second, func(owners map[string]int, claims int) bool {
-		return fair(owners, int(b.shards), "r0", "r2", "r3") && claims == 0
+		return fair(owners, int(b.shards), w[0], w[2], w[3]) && claims == 0
 	})
 	time.Sleep(2 * time.Second)
 	stopPuts()
@@ -232,7 +364,8 @@ func (b *bench) rolling(ctx context.Context) error {
 		return putErr
 	}
 	lost, dups := rec.check(ctx, sent, 60*time.Second)
-	fmt.Printf("rolling  replica closed, replacement fair again %v after its Read; %d records put, %d lost, %d delivered twice\n",
+	b.fig.rolling = &rollingFigures{fair: fairAt.Sub(began), lost: lost, dups: dups}
+	b.sayf("rolling", "replica closed, replacement fair again %v after its Read; %d records put, %d lost, %d delivered twice",
 		fairAt.Sub(began).Round(time.Millisecond), len(sent), lost, dups)
 	return nil
 }
@@ -254,7 +387,7 @@ func (b *bench) putLoop(ctx context.Context, stream string) ([]string, error) {
 		}
 		out, err := b.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
 		if err != nil {
-			return sent, err
+			return sent, fmt.Errorf("putting records: %w", err)
 		}
 		if aws.ToInt32(out.FailedRecordCount) > 0 {
 			return sent, errors.New("records not put")
@@ -302,26 +435,32 @@ func (b *bench) newStream(ctx context.Context) (stream, consumer string, err err
 	return stream, localaws.UniqueName("bench"), b.srv.CreateStream(ctx, b.client, stream, b.shards)
 }
 
+// props is a replica's component metadata: the emulators, the bench's stream and protocol, and
+// TRIM_HORIZON so that records put before a lease is taken are read.
+func (b *bench) props(stream, consumer, worker string) map[string]string {
+	return map[string]string{
+		"streamName": stream, "consumerName": consumer, "workerID": worker, "leaseProtocol": string(b.protocol),
+		"region": b.srv.Region, "endpoint": b.srv.KinesisEndpoint, "dynamoDBEndpoint": b.srv.DynamoDBEndpoint,
+		"accessKey": localaws.AccessKeyID, "secretKey": localaws.SecretAccessKey, "initialPosition": "TRIM_HORIZON",
+	}
+}
+
 func (b *bench) start(ctx context.Context, stream, consumer, worker string, handler bindings.Handler, extra ...map[string]string) (bindings.InputOutputBinding, error) {
 	log := logger.NewLogger("kinesis-bench-leases-" + worker)
 	log.SetOutputLevel(logger.LogLevel(logLevel))
 	if handler == nil {
 		handler = func(context.Context, *bindings.ReadResponse) ([]byte, error) { return nil, nil }
 	}
-	props := map[string]string{
-		"streamName": stream, "consumerName": consumer, "workerID": worker,
-		"region": b.srv.Region, "endpoint": b.srv.KinesisEndpoint, "dynamoDBEndpoint": b.srv.DynamoDBEndpoint,
-		"accessKey": localaws.AccessKeyID, "secretKey": localaws.SecretAccessKey, "initialPosition": "TRIM_HORIZON",
-	}
+	props := b.props(stream, consumer, worker)
 	for _, e := range extra {
 		maps.Copy(props, e)
 	}
 	binding := kb.NewAWSKinesis(log)
 	if err := binding.Init(ctx, bindings.Metadata{Base: metadata.Base{Properties: props}}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("replica %s: %w", worker, err)
 	}
 	if err := binding.Read(ctx, handler); err != nil {
-		return nil, errors.Join(err, binding.Close())
+		return nil, fmt.Errorf("replica %s: %w", worker, errors.Join(err, binding.Close()))
 	}
 	return binding, nil
 }
@@ -339,10 +478,10 @@ func (b *bench) waitFor(ctx context.Context, table string, timeout time.Duration
 				break
 			}
 			for _, item := range out.Items {
-				if o := attr(item, "AssignedTo"); o != "" {
+				if o := attr(item, leases.AttrOwner); o != "" {
 					owners[o]++
 				}
-				if attr(item, "ClaimRequest") != "" {
+				if attr(item, leases.AttrClaim) != "" {
 					claims++
 				}
 			}
