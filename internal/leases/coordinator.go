@@ -394,7 +394,8 @@ func (c *Coordinator) pass(ctx context.Context, acquired func(*Lease), why strin
 }
 
 // schedule sets when the next full pass is due even if the heartbeats show no change: when a
-// claim, or a lease whose owner has no heartbeat, may have expired.
+// claim, or a lease whose owner has no heartbeat, may have expired, or a replica that joined lately
+// stops counting for the share without leases.
 func (c *Coordinator) schedule(byShard map[string]item, now time.Time) {
 	var next time.Time
 	due := func(since time.Time) {
@@ -415,6 +416,11 @@ func (c *Coordinator) schedule(byShard map[string]item, now time.Time) {
 	}
 	for _, at := range c.claims {
 		due(at)
+	}
+	for w, e := range c.roster {
+		if w != c.cfg.WorkerID {
+			due(e.joined.Add(c.cfg.LeaseDuration)) // when a replica that joined lately stops counting unless it holds leases
+		}
 	}
 	c.nextPass = next
 }
@@ -526,11 +532,13 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 
 	p := passPlan{load: map[string]int{}, owned: map[string][]string{}}
 	workers := map[string]bool{me: true}
-	// Every live replica counts for the share, leases or not: one that just joined gets its share
-	// at once instead of claiming it.
+	// A live replica that joined lately counts for the share before it holds anything, so that
+	// replicas started together split the shards at once instead of by claims. Later only replicas
+	// holding or claiming leases count: one that beats but cannot take (its scans or listings
+	// fail) must not keep shards unread.
 	c.mu.Lock()
 	for w, e := range c.roster {
-		if now.Sub(e.since) < c.cfg.LeaseDuration {
+		if now.Sub(e.since) < c.cfg.LeaseDuration && now.Sub(e.joined) < 2*c.cfg.LeaseDuration {
 			workers[w] = true
 		}
 	}

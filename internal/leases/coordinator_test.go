@@ -112,6 +112,7 @@ type replicaOptions struct {
 	protocol    Protocol
 	checkpoint  func(Shard) string // the checkpoint a handoff carries
 	db          func(*dynamodb.Options)
+	kinesis     func(*kinesis.Options)
 }
 
 func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica {
@@ -131,8 +132,13 @@ func (f *fixture) start(t *testing.T, worker string, o replicaOptions) *replica 
 		}
 	}
 	c, err := New(Config{
-		DB:            srv.DynamoDBClient(dbOptions),
-		Kinesis:       srv.KinesisClient(func(o *kinesis.Options) { o.HTTPClient = counter }),
+		DB: srv.DynamoDBClient(dbOptions),
+		Kinesis: srv.KinesisClient(func(ko *kinesis.Options) {
+			ko.HTTPClient = counter
+			if o.kinesis != nil {
+				o.kinesis(ko)
+			}
+		}),
 		Table:         f.table,
 		Stream:        f.stream,
 		WorkerID:      worker,

@@ -22,10 +22,12 @@ const (
 	AttrGeneration  = "Generation" // (N)
 )
 
-// rosterEntry is a replica's heartbeat as this replica last saw it, and since when (monotonic).
+// rosterEntry is a replica's heartbeat as this replica last saw it, since when, and since when
+// this replica has seen the other in the heartbeat item at all (monotonic).
 type rosterEntry struct {
-	value string
-	since time.Time
+	value  string
+	since  time.Time
+	joined time.Time
 }
 
 // roster is the heartbeat item as read.
@@ -58,11 +60,14 @@ func (c *Coordinator) observeRoster(r roster, now time.Time) {
 	defer c.mu.Unlock()
 	next := make(map[string]rosterEntry, len(r.beats))
 	for w, v := range r.beats {
-		if e, ok := c.roster[w]; ok && e.value == v {
-			next[w] = e
-		} else {
-			next[w] = rosterEntry{value: v, since: now}
+		e, ok := c.roster[w]
+		switch {
+		case !ok:
+			e = rosterEntry{value: v, since: now, joined: now}
+		case e.value != v:
+			e.value, e.since = v, now
 		}
+		next[w] = e
 	}
 	c.roster = next
 	if r.generation > c.generation {

@@ -192,3 +192,23 @@ func TestClosedReplicaLeavesTheHeartbeats(t *testing.T) {
 	t.Logf("the crashed replica's heartbeat was forgotten %v after the crash", time.Since(crashed).Round(time.Millisecond))
 	assert.Contains(t, f.heartbeatItem(t).beats, "stays")
 }
+
+// TestReplicaThatBeatsButCannotTakeKeepsNoShardUnread: a replica whose heartbeats go through but
+// whose passes fail (here it cannot list the stream; a policy without dynamodb:Scan does the same)
+// counts for the fair share only while it has just joined: then the other reads every shard.
+func TestReplicaThatBeatsButCannotTakeKeepsNoShardUnread(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 6)
+	const lease = 2 * time.Second
+	network := &cutter{}
+	network.cut.Store(true)
+	f.start(t, "blind", replicaOptions{lease: lease, kinesis: func(o *kinesis.Options) {
+		network.next = o.HTTPClient
+		o.HTTPClient = network
+	}})
+	testwait.Eventually(t, func() bool { return len(f.heartbeatItem(t).beats) == 1 }, 10*time.Second, 20*time.Millisecond)
+	working := f.start(t, "working", replicaOptions{lease: lease})
+	testwait.Eventually(t, func() bool { return len(working.c.Held()) == 6 }, 2*lease+5*time.Second, 20*time.Millisecond,
+		"the working replica reads every shard once the blind one has had its time to join")
+	assert.Contains(t, f.heartbeatItem(t).beats, "blind", "the blind replica still beats")
+}

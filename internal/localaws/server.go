@@ -52,7 +52,7 @@ func startKinesisLocal(modules, logDir string, plainPort, tlsPort int, persistDi
 		"SPLIT_SHARD_DURATION=50ms",
 		"MERGE_SHARDS_DURATION=50ms",
 		"UPDATE_SHARD_COUNT_DURATION=50ms",
-		"SHARD_LIMIT=200",
+		"SHARD_LIMIT=1000", // the lease bench runs 1,000 shards
 		"LOG_LEVEL=WARN",
 		// Pinned so a developer's own AWS_REGION or persistence settings cannot
 		// change what the tests see.
