@@ -157,6 +157,9 @@ func (b *bench) runCases(ctx context.Context, names []string, protos []leases.Pr
 				if err := b.as(p, figs[p]).runCase(ctx, name); err != nil {
 					return fmt.Errorf("%s (%s): %w", name, p, err)
 				}
+				if err := b.deleteStreams(ctx); err != nil {
+					return fmt.Errorf("%s (%s): %w", name, p, err)
+				}
 			}
 		}
 		if name == "failover" && runs > 1 {
@@ -430,8 +433,40 @@ func (r *recorder) check(ctx context.Context, sent []string, timeout time.Durati
 	}
 }
 
+// streamPrefix names the bench's streams, so that they can be deleted after each case.
+const streamPrefix = "bench-leases"
+
+// deleteStreams deletes the streams a case made and waits until they are gone: the next case gets
+// kinesis-local to itself (an idle 1,000-shard stream keeps it busy), and the account's shard limit.
+func (b *bench) deleteStreams(ctx context.Context) error {
+	out, err := b.client.ListStreams(ctx, &kinesis.ListStreamsInput{})
+	if err != nil {
+		return fmt.Errorf("listing streams: %w", err)
+	}
+	for _, name := range out.StreamNames {
+		if !strings.HasPrefix(name, streamPrefix) {
+			continue
+		}
+		if _, err := b.client.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String(name), EnforceConsumerDeletion: aws.Bool(true)}); err != nil {
+			return fmt.Errorf("deleting stream %s: %w", name, err)
+		}
+		for {
+			_, err := b.client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
+			var gone *types.ResourceNotFoundException
+			if errors.As(err, &gone) {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
 func (b *bench) newStream(ctx context.Context) (stream, consumer string, err error) {
-	stream = localaws.UniqueName("bench-leases")
+	stream = localaws.UniqueName(streamPrefix)
 	return stream, localaws.UniqueName("bench"), b.srv.CreateStream(ctx, b.client, stream, b.shards)
 }
 

@@ -120,6 +120,7 @@ func (c *Coordinator) heartbeats(ctx context.Context) {
 		c.beat(ctx, every)
 		select {
 		case <-ctx.Done():
+			c.log.Debugf("Heartbeats stopped: the lease coordinator is stopping")
 			return
 		case <-ticker.C:
 		case <-c.beatNow:
@@ -259,5 +260,6 @@ func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, n
 }
 
 // newSession is where this process's heartbeat values start: a replica restarted under the same
-// worker ID must not write a value the others saw from its previous life.
-func newSession() int64 { return rand.Int64N(1 << 52) }
+// worker ID must not write a value the others saw from its previous life. Ten digits keep each
+// replica's attribute near 50 bytes: the heartbeat item of 20 replicas stays within one write unit.
+func newSession() int64 { return rand.Int64N(1 << 31) }

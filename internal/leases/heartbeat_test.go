@@ -37,6 +37,10 @@ func (c *cutter) Do(req *http.Request) (*http.Response, error) {
 	return c.next.Do(req)
 }
 
+// onDynamoDB and onKinesis put the cutter between a client and the network.
+func (c *cutter) onDynamoDB(o *dynamodb.Options) { c.next, o.HTTPClient = o.HTTPClient, c }
+func (c *cutter) onKinesis(o *kinesis.Options)   { c.next, o.HTTPClient = o.HTTPClient, c }
+
 // heartbeatItem reads the heartbeat item as an operator would.
 func (f *fixture) heartbeatItem(t *testing.T) roster {
 	t.Helper()
@@ -55,10 +59,7 @@ func TestReplicaCutOffFromTheTableStopsBeforeAnotherTakesOver(t *testing.T) {
 	f := newFixture(t, 8)
 	const lease = 3 * time.Second
 	network := &cutter{}
-	cut := f.start(t, "cut", replicaOptions{lease: lease, db: func(o *dynamodb.Options) {
-		network.next = o.HTTPClient
-		o.HTTPClient = network
-	}})
+	cut := f.start(t, "cut", replicaOptions{lease: lease, db: network.onDynamoDB})
 	other := f.start(t, "other", replicaOptions{lease: lease})
 	testwait.Eventually(t, func() bool {
 		owners, _ := f.owners(t)
@@ -99,10 +100,7 @@ func TestReplicaBackFromACutTakesBackWhatTheTableStillNamesItFor(t *testing.T) {
 	f := newFixture(t, 4)
 	const lease = 3 * time.Second
 	network := &cutter{}
-	r := f.start(t, "flaky", replicaOptions{lease: lease, db: func(o *dynamodb.Options) {
-		network.next = o.HTTPClient
-		o.HTTPClient = network
-	}})
+	r := f.start(t, "flaky", replicaOptions{lease: lease, db: network.onDynamoDB})
 	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 4 }, 20*time.Second, 20*time.Millisecond)
 	network.cut.Store(true)
 	testwait.Eventually(t, func() bool { return len(r.c.Held()) == 0 }, lease, 20*time.Millisecond, "stopped delivering")
@@ -202,10 +200,7 @@ func TestReplicaThatBeatsButCannotTakeKeepsNoShardUnread(t *testing.T) {
 	const lease = 2 * time.Second
 	network := &cutter{}
 	network.cut.Store(true)
-	f.start(t, "blind", replicaOptions{lease: lease, kinesis: func(o *kinesis.Options) {
-		network.next = o.HTTPClient
-		o.HTTPClient = network
-	}})
+	f.start(t, "blind", replicaOptions{lease: lease, kinesis: network.onKinesis})
 	testwait.Eventually(t, func() bool { return len(f.heartbeatItem(t).beats) == 1 }, 10*time.Second, 20*time.Millisecond)
 	working := f.start(t, "working", replicaOptions{lease: lease})
 	testwait.Eventually(t, func() bool { return len(working.c.Held()) == 6 }, 2*lease+5*time.Second, 20*time.Millisecond,
