@@ -96,7 +96,7 @@ func run() error {
 	var cfg costConfig
 	flag.IntVar(&cfg.replicas, "replicas", 3, "cost, failover: replicas on the stream")
 	flag.DurationVar(&cfg.idle, "idle", 30*time.Second, "cost: how long the idle stream is measured")
-	flag.DurationVar(&cfg.settle, "settle", 15*time.Second, "cost: wait after the fair split before the idle stream is measured (the default leaseDuration and some)")
+	flag.DurationVar(&cfg.settle, "settle", 25*time.Second, "cost: wait after the fair split before the idle stream is measured (two default lease durations and some: the passes start-up scheduled are done)")
 	flag.DurationVar(&cfg.busy, "busy", 30*time.Second, "cost: how long the busy stream is measured (0: not at all)")
 	flag.IntVar(&cfg.busyRate, "busy-rate", 0, "cost: records put per second while busy (default: 2 per shard)")
 	flag.StringVar(&cfg.pollInterval, "poll-interval", "", "cost, failover: the replicas' pollInterval (default: the binding's; raise it for large sizes)")

@@ -81,6 +81,7 @@ type Coordinator struct {
 	lastPass   time.Time
 	nextPass   time.Time // a claim or a heartbeat-less lease may expire then
 	scanDue    bool      // the last pass left something to do
+	forgotAt   time.Time // when dead replicas' heartbeats were last forgotten (or tried)
 }
 
 // New checks cfg and returns a Coordinator; it makes no request.
@@ -275,7 +276,7 @@ func (c *Coordinator) passDue(now time.Time) string {
 	case c.listDue || c.listing == nil || now.Sub(c.listing.at) >= shardListMaxAge:
 		return "the shard listing is due"
 	case !c.nextPass.IsZero() && !now.Before(c.nextPass):
-		return "a claim or a lease without heartbeat may have expired"
+		return "a claim, a lease without heartbeat, or a new replica's grace may have expired"
 	case now.Sub(c.lastPass) >= fullPassMaxAge:
 		return "the last full pass is old"
 	}
@@ -285,7 +286,7 @@ func (c *Coordinator) passDue(now time.Time) string {
 // changed says, after a read of the heartbeats, why the lease items are worth reading, or "".
 func (c *Coordinator) changed(now time.Time) string {
 	c.mu.Lock()
-	gen, passGen, live, lastPass := c.generation, c.passGen, c.passLive, c.lastPass
+	gen, passGen, live, forgotAt := c.generation, c.passGen, c.passLive, c.forgotAt
 	c.mu.Unlock()
 	if gen != passGen {
 		return "the lease table changed"
@@ -295,7 +296,7 @@ func (c *Coordinator) changed(now time.Time) string {
 			return "the heartbeat of " + w + " stopped"
 		}
 	}
-	if len(c.forgettable(now)) > 0 && now.Sub(lastPass) >= c.forgetAfter() {
+	if len(c.forgettable(now)) > 0 && now.Sub(forgotAt) >= c.forgetAfter() {
 		return "a dead replica's heartbeat can be forgotten"
 	}
 	return ""

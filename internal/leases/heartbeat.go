@@ -109,23 +109,55 @@ func (c *Coordinator) announce() {
 	}
 }
 
-// heartbeats beats every LeaseDuration/3 (the first at once: joining), and at once when a change
-// is announced, until ctx ends. A replica whose beats fail for fenceAfter stops delivering every
-// lease it holds: the others may take them soon after.
+// heartbeats beats every LeaseDuration/3 after the join Run made, and at once when a change is
+// announced, until ctx ends. A replica whose beats fail for fenceAfter stops delivering every lease
+// it holds, on time even between two attempts: the others may take them soon after.
 func (c *Coordinator) heartbeats(ctx context.Context) {
 	every := c.cfg.LeaseDuration / 3
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
+	fence := time.NewTimer(c.untilFence(every))
+	defer fence.Stop()
 	for {
-		c.beat(ctx, every)
 		select {
 		case <-ctx.Done():
 			c.log.Debugf("Heartbeats stopped: the lease coordinator is stopping")
 			return
+		case <-fence.C:
+			c.fenceIfStale(nil)
 		case <-ticker.C:
+			c.beat(ctx, every)
 		case <-c.beatNow:
+			c.beat(ctx, every)
 		}
+		fence.Reset(c.untilFence(every))
 	}
+}
+
+// untilFence is how long until this replica must fence itself if no heartbeat goes through, or
+// every when there is no such moment ahead (no heartbeat yet, or fenced already).
+func (c *Coordinator) untilFence(every time.Duration) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := time.Until(c.lastBeat.Add(c.fenceAfter())); !c.lastBeat.IsZero() && d > 0 {
+		return d
+	}
+	return every
+}
+
+// fenceIfStale fences when the last heartbeat that went through is fenceAfter old.
+func (c *Coordinator) fenceIfStale(cause error) {
+	c.mu.Lock()
+	lastBeat := c.lastBeat
+	c.mu.Unlock()
+	if lastBeat.IsZero() || time.Since(lastBeat) < c.fenceAfter() {
+		return
+	}
+	why := fmt.Sprintf("no heartbeat went through for %v", time.Since(lastBeat).Round(time.Millisecond))
+	if cause != nil {
+		why += ": " + cause.Error()
+	}
+	c.fence(why)
 }
 
 // beat writes one heartbeat. Its request is bounded so that, with the table unreachable, the fence
@@ -179,9 +211,7 @@ func (c *Coordinator) beat(ctx context.Context, every time.Duration) {
 	if !c.beatFailing.Swap(true) {
 		c.log.Warnf("Heartbeat failed, trying again every %v: %v", every, err)
 	}
-	if !lastBeat.IsZero() && time.Since(lastBeat) >= c.fenceAfter() {
-		c.fence(fmt.Sprintf("no heartbeat went through for %v: %v", time.Since(lastBeat).Round(time.Millisecond), err))
-	}
+	c.fenceIfStale(err)
 }
 
 // fence stops delivery of every held lease: this replica cannot prove it is alive, so the others
@@ -236,6 +266,9 @@ func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, n
 	if len(dead) == 0 {
 		return
 	}
+	c.mu.Lock()
+	c.forgotAt = now
+	c.mu.Unlock()
 	for _, it := range byShard {
 		delete(dead, it.owner)
 	}
