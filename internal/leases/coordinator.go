@@ -256,6 +256,16 @@ func (c *Coordinator) step(ctx context.Context, acquired func(*Lease)) {
 		why = c.changed(time.Now())
 	}
 	if why == "" {
+		changed, err := c.relistIfOld(ctx)
+		if err != nil {
+			c.stepFailed(ctx, err)
+			return
+		}
+		if changed {
+			why = "the stream's shards changed"
+		}
+	}
+	if why == "" {
 		c.stepWorks()
 		return
 	}
@@ -273,7 +283,7 @@ func (c *Coordinator) passDue(now time.Time) string {
 		return "renewal protocol"
 	case c.scanDue:
 		return "the last pass left work"
-	case c.listDue || c.listing == nil || now.Sub(c.listing.at) >= shardListMaxAge:
+	case c.listDue || c.listing == nil:
 		return "the shard listing is due"
 	case !c.nextPass.IsZero() && !now.Before(c.nextPass):
 		return "a claim, a lease without heartbeat, or a new replica's grace may have expired"

@@ -3,6 +3,8 @@ package leases
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -91,6 +93,25 @@ func (c *Coordinator) refreshListing(ctx context.Context, items []item) error {
 	c.listDue = false
 	c.mu.Unlock()
 	return nil
+}
+
+// relistIfOld lists the stream when the listing is shardListMaxAge old, without reading the lease
+// table: a full pass follows only if the shards changed (a reshard whose end this replica missed).
+func (c *Coordinator) relistIfOld(ctx context.Context) (changed bool, err error) {
+	c.mu.Lock()
+	old := c.listing
+	c.mu.Unlock()
+	if old == nil || time.Since(old.at) < shardListMaxAge {
+		return false, nil
+	}
+	l, err := listShards(ctx, c.cfg.Kinesis, c.cfg.Stream)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	c.listing = l
+	c.mu.Unlock()
+	return !slices.Equal(l.order, old.order) || !maps.EqualFunc(l.parents, old.parents, slices.Equal), nil
 }
 
 // leasable returns the listed shards not yet read to their end whose parents are: every parent
