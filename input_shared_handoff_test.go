@@ -88,7 +88,7 @@ func TestSharedLostLeaseStopsDeliveryAtOnce(t *testing.T) {
 		_, cps := shLeases(t, consumer)
 		return cps[before[0].shardID] == before[0].seq
 	}, 10*time.Second, 50*time.Millisecond)
-	time.Sleep(lease) // past the quick steps that follow the owner's own changes
+	time.Sleep(lease) // past the passes that follow the start-up: only the heartbeat item tells of a change
 
 	_, err := localaws.Get(t).DynamoDBClient().UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(consumer),
@@ -108,7 +108,7 @@ func TestSharedLostLeaseStopsDeliveryAtOnce(t *testing.T) {
 	})
 	require.NoError(t, err)
 	taken := time.Now()
-	// Within a step (lease/10 while nothing changes) the owner learns it lost the shard; give it
+	// Within a step (shardSyncInterval) and a pass the owner learns it lost the shard; give it
 	// more than that, then put.
 	time.Sleep(lease / 2)
 	after := shPutOn(t, client, stream, "0", "after")

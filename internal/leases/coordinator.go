@@ -74,10 +74,9 @@ type Coordinator struct {
 	lastBeat   time.Time // when the last heartbeat that went through was sent
 	announcing bool      // a change waits to be announced with the next heartbeat
 	roster     map[string]rosterEntry
-	generation int64     // the newest generation seen
-	changedAt  time.Time // when the generation last moved, or this replica announced
-	passGen    int64     // the generation known before the last full pass
-	passLive   []string  // replicas whose heartbeat was alive at the last full pass
+	generation int64    // the newest generation seen
+	passGen    int64    // the generation known before the last full pass
+	passLive   []string // replicas whose heartbeat was alive at the last full pass
 	lastPass   time.Time
 	nextPass   time.Time // a claim or a heartbeat-less lease may expire then
 	scanDue    bool      // the last pass left something to do
@@ -190,9 +189,6 @@ func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
 		wg.Wait()
 	}
 	defer stop()
-	c.mu.Lock()
-	c.changedAt = time.Now()
-	c.mu.Unlock()
 	every := c.cfg.LeaseDuration / 3
 	c.beat(beatCtx, every) // joining: the first pass may take leases only once this went through
 	wg.Go(func() { c.heartbeats(beatCtx) })
@@ -215,7 +211,7 @@ func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
 			c.step(ctx, acquired)
 		case <-timer.C:
 			c.step(ctx, acquired)
-			timer.Reset(c.stepInterval(time.Now()))
+			timer.Reset(c.cfg.PassInterval)
 		}
 	}
 	if ctx.Err() == nil {
@@ -226,21 +222,6 @@ func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
 	}
 	c.log.Debugf("Lease coordinator stopped: %s", reason)
 	return nil
-}
-
-// stepInterval is PassInterval for a lease duration after a change (or while the last pass left
-// something to do), otherwise LeaseDuration/10: a stopped heartbeat is seen within that.
-func (c *Coordinator) stepInterval(now time.Time) time.Duration {
-	if c.cfg.Protocol == ProtocolRenewal {
-		return c.cfg.PassInterval
-	}
-	c.mu.Lock()
-	busy := c.scanDue || c.listDue || now.Sub(c.changedAt) < c.cfg.LeaseDuration
-	c.mu.Unlock()
-	if busy {
-		return c.cfg.PassInterval
-	}
-	return max(c.cfg.PassInterval, c.cfg.LeaseDuration/10)
 }
 
 // step reads the heartbeats and runs a full pass when one is due.

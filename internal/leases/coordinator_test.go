@@ -327,7 +327,7 @@ func TestLeaseLostWhenAnotherOwnerIsWritten(t *testing.T) {
 			testwait.Eventually(t, func() bool { return len(r.c.Held()) == 1 }, 20*time.Second, 20*time.Millisecond)
 			l := r.c.Held()[0]
 			require.NoError(t, l.Checkpoint(t.Context(), "100"))
-			time.Sleep(3 * time.Second) // the owner settles into its slow steps
+			time.Sleep(3 * time.Second) // past the passes that follow the start-up
 
 			_, err := f.db.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 				TableName: aws.String(f.table), Key: shardKey(l.Shard().ID),
@@ -394,7 +394,7 @@ func TestExpiryDoesNotTrustClocks(t *testing.T) {
 
 // TestRequestsOfASteadyReplica: what a replica holding its leases asks of the lease table while
 // nothing changes. With heartbeats: one heartbeat write every lease/3 and one small read every
-// lease/10, no scan and no lease write; with renewals: a scan every pass and a write per lease every
+// pass interval, no scan and no lease write; with renewals: a scan every pass and a write per lease every
 // lease/3 besides.
 func TestRequestsOfASteadyReplica(t *testing.T) {
 	t.Parallel()
@@ -417,7 +417,7 @@ func TestRequestsOfASteadyReplica(t *testing.T) {
 			if protocol == ProtocolHeartbeat {
 				assert.Zero(t, d("Scan"), "no scan while the heartbeats show no change")
 				assert.Zero(t, d("UpdateItem"), "no lease write")
-				assert.InDelta(t, int(window/(lease/10)), d("GetItem"), 3, "a heartbeat read every lease/10")
+				assert.InDelta(t, int(window/pass), d("GetItem"), 3, "a heartbeat read every pass interval")
 				return
 			}
 			assert.InDelta(t, int(window/pass), d("Scan"), 3, "a scan per pass")

@@ -11,13 +11,12 @@
 // monotonic clock, from when it first saw a value, never by comparing LeaseTimeout with the wall
 // clock.
 //
-// One Coordinator per consumer replica. Run starts its heartbeats and its steps. A step reads the
-// heartbeat item (one small strongly consistent read); a full pass follows only when it must: on
-// the first step, when the generation moved, when a replica's heartbeat stopped, when a claim or a
-// heartbeat-less lease may have expired, when the last pass left something to do, and at least every
-// fullPassMaxAge. A step also lists the stream's shards once the listing is shardListMaxAge old, and
-// runs a full pass only if they changed. Steps come every PassInterval for a lease duration after a
-// change, otherwise every LeaseDuration/10. A full pass
+// One Coordinator per consumer replica. Run starts its heartbeats and a step every PassInterval. A
+// step reads the heartbeat item (one small strongly consistent read); a full pass follows only when
+// it must: on the first step, when the generation moved, when a replica's heartbeat stopped, when a
+// claim, a heartbeat-less lease or a new replica's grace may have expired, when the last pass left
+// something to do, and at least every fullPassMaxAge. A step also lists the stream's shards once the
+// listing is shardListMaxAge old, and runs a full pass only if they changed. A full pass
 //   - scans the lease table once (paginated),
 //   - lists the stream's shards (ListShards, paginated) only when it must: on the first pass, when a
 //     shard ended (a SHARD_END checkpoint whose children are not known yet, or Lease.Finish here),

@@ -70,10 +70,7 @@ func (c *Coordinator) observeRoster(r roster, now time.Time) {
 		next[w] = e
 	}
 	c.roster = next
-	if r.generation > c.generation {
-		c.generation = r.generation
-		c.changedAt = now
-	}
+	c.generation = max(c.generation, r.generation)
 }
 
 // beating reports whether the replica's heartbeat is alive: it changed within the lease duration.
@@ -190,9 +187,6 @@ func (c *Coordinator) beat(ctx context.Context, every time.Duration) {
 	if err == nil {
 		c.mu.Lock()
 		c.lastBeat = sent
-		if announcing {
-			c.changedAt = time.Now()
-		}
 		c.mu.Unlock()
 		c.observeRoster(parseRoster(got), time.Now())
 		if c.beatFailing.Swap(false) {

@@ -65,7 +65,7 @@ func TestReplicaCutOffFromTheTableStopsBeforeAnotherTakesOver(t *testing.T) {
 		owners, _ := f.owners(t)
 		return fair(countBy(owners), 8, "cut", "other")
 	}, 20*time.Second, 50*time.Millisecond)
-	time.Sleep(lease) // both in their quiet steps
+	time.Sleep(lease) // past the passes that follow the start-up
 	held := map[string]bool{}
 	for _, l := range cut.c.Held() {
 		held[l.Shard().ID] = true
