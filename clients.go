@@ -15,10 +15,10 @@ import (
 const (
 	// consumerKinesisTimeout bounds each Kinesis request of the input side, SubscribeToShard excepted
 	// (its event stream lives for minutes): a request stuck on a connection that died silently would
-	// otherwise stall its shard for good while the lease renewals, which run apart, keep it.
+	// otherwise stall its shard for good while the heartbeats, which run apart, keep its lease.
 	consumerKinesisTimeout = 30 * time.Second
 	// minLeaseRequestTimeout is the least time a lease-table request may take; otherwise half the
-	// lease, so that a stuck renewal gives way to the next one while the lease still holds.
+	// lease, so that a stuck heartbeat gives way to the next one while the lease still holds.
 	minLeaseRequestTimeout = time.Second
 )
 

@@ -190,6 +190,9 @@ func (c *Coordinator) Run(ctx context.Context, acquired func(*Lease)) error {
 	}
 	defer stop()
 	every := c.cfg.LeaseDuration / 3
+	c.mu.Lock()
+	c.announcing = true // the others count a replica that joined for their share at their next pass
+	c.mu.Unlock()
 	c.beat(beatCtx, every) // joining: the first pass may take leases only once this went through
 	wg.Go(func() { c.heartbeats(beatCtx) })
 	if c.cfg.Protocol == ProtocolRenewal {
@@ -308,7 +311,7 @@ func (c *Coordinator) stepWorks() {
 }
 
 // StopTaking ends lease taking and claiming (Close begins) and withdraws this worker's pending
-// claims; renewals go on until every held lease is released, handed over or lost.
+// claims; heartbeats (and renewals) go on until every held lease is released, handed over or lost.
 func (c *Coordinator) StopTaking(ctx context.Context) error {
 	c.stopOnce.Do(func() { close(c.stopTaking) })
 	c.mu.Lock()
