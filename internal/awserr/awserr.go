@@ -56,6 +56,9 @@ func Classify(err error) error {
 	case errors.As(err, &kmsDenied), errors.As(err, &kmsOff), errors.As(err, &kmsState),
 		errors.As(err, &kmsMissing), errors.As(err, &kmsOptIn):
 		return fmt.Errorf("%w: %w", ErrKMS, err)
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDeniedException":
+		// DynamoDB's (the lease table): its SDK has no type for it.
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
 	case errors.As(err, &apiErr) && isCredentialsErrorCode(apiErr.ErrorCode()):
 		return fmt.Errorf("%w: %w", ErrInvalidCredentials, err)
 	case errors.As(err, &apiErr) && isThrottleErrorCode(apiErr.ErrorCode()):

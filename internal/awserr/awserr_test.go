@@ -48,3 +48,12 @@ func TestWithKMSAdviceLeavesOtherErrorsAlone(t *testing.T) {
 	}
 	assert.ErrorIs(t, Classify(&types.KMSThrottlingException{}), ErrThrottled)
 }
+
+// TestClassifyTakesDynamoDBAccessDeniedForADeniedPermission: DynamoDB's SDK has no type for it,
+// only the code; the lease table's denials must read as an operator's problem too.
+func TestClassifyTakesDynamoDBAccessDeniedForADeniedPermission(t *testing.T) {
+	err := Classify(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: dynamodb:GetItem"})
+	assert.ErrorIs(t, err, ErrAccessDenied)
+	assert.True(t, OperatorMustAct(err))
+	assert.Contains(t, err.Error(), "dynamodb:GetItem")
+}

@@ -11,6 +11,7 @@ import (
 
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/dapr-kinesis/kinesis/internal/awserr"
 	"github.com/dapr-kinesis/kinesis/internal/position"
 	"github.com/dapr/kit/logger"
 )
@@ -60,14 +61,15 @@ type Coordinator struct {
 	beatFailing     atomic.Bool   // the last heartbeat failed: its failure was logged
 	forgetDeadAfter time.Duration // deadForgottenAfter; tests shorten it
 
-	mu       sync.Mutex
-	held     map[string]*Lease
-	claims   map[string]time.Time // shards this worker claimed and does not hold yet, and when
-	seen     map[string]observation
-	claimsAt map[string]claimSighting
-	listing  *shardListing
-	listDue  bool
-	failing  bool // the last step failed: its failure was logged
+	mu        sync.Mutex
+	held      map[string]*Lease
+	claims    map[string]time.Time // shards this worker claimed and does not hold yet, and when
+	seen      map[string]observation
+	claimsAt  map[string]claimSighting
+	listing   *shardListing
+	listDue   bool
+	failing   bool // the last step failed: its failure was logged
+	getDenied bool // reading the heartbeat item alone is denied: its failure was logged
 
 	// Heartbeats and the passes they decide; times are monotonic.
 	beats      int64
@@ -232,12 +234,26 @@ func (c *Coordinator) step(ctx context.Context, acquired func(*Lease)) {
 	why := c.passDue(time.Now())
 	if why == "" {
 		r, err := c.table.heartbeats(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, awserr.ErrAccessDenied):
+			// A policy written for earlier versions, without dynamodb:GetItem: a scan reads the
+			// heartbeat item too, at the cost of a scan every step.
+			if !c.getDenied {
+				c.log.Errorf("The lease table's heartbeat item cannot be read alone (the binding's credentials need dynamodb:GetItem on it); scanning the whole table every %v instead: %v", c.cfg.PassInterval, err)
+				c.getDenied = true
+			}
+			why = "the heartbeat item cannot be read alone"
+		case err != nil:
 			c.stepFailed(ctx, err)
 			return
+		default:
+			if c.getDenied {
+				c.log.Infof("The heartbeat item can be read alone again: scans only when the lease table changed")
+				c.getDenied = false
+			}
+			c.observeRoster(r, time.Now())
+			why = c.changed(time.Now())
 		}
-		c.observeRoster(r, time.Now())
-		why = c.changed(time.Now())
 	}
 	if why == "" {
 		changed, err := c.relistIfOld(ctx)

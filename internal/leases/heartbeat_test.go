@@ -2,8 +2,10 @@ package leases
 
 import (
 	"errors"
+	"io"
 	"maps"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,4 +208,43 @@ func TestReplicaThatBeatsButCannotTakeKeepsNoShardUnread(t *testing.T) {
 	testwait.Eventually(t, func() bool { return len(working.c.Held()) == 6 }, 2*lease+5*time.Second, 20*time.Millisecond,
 		"the working replica reads every shard once the blind one has had its time to join")
 	assert.Contains(t, f.heartbeatItem(t).beats, "blind", "the blind replica still beats")
+}
+
+// denyGetItem answers every GetItem as DynamoDB does for a policy without dynamodb:GetItem.
+type denyGetItem struct{ next aws.HTTPClient }
+
+func (d *denyGetItem) Do(req *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(req.Header.Get("X-Amz-Target"), ".GetItem") {
+		return d.next.Do(req)
+	}
+	body := `{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized to perform: dynamodb:GetItem"}`
+	return &http.Response{
+		StatusCode: http.StatusBadRequest, Status: "400 Bad Request", Request: req,
+		Header: http.Header{"Content-Type": []string{"application/x-amz-json-1.0"}},
+		Body:   io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)),
+	}, nil
+}
+
+// TestReplicaDeniedGetItemStillSeesChanges: with a policy written for earlier versions (no
+// dynamodb:GetItem), a replica scans every step instead of reading the heartbeat item alone, and
+// still takes over a crashed replica's shards on time.
+func TestReplicaDeniedGetItemStillSeesChanges(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 4)
+	const lease = 2 * time.Second
+	denied := f.start(t, "denied", replicaOptions{lease: lease, db: func(o *dynamodb.Options) {
+		o.HTTPClient = &denyGetItem{next: o.HTTPClient}
+	}})
+	other := f.start(t, "other", replicaOptions{lease: lease})
+	testwait.Eventually(t, func() bool {
+		owners, _ := f.owners(t)
+		return fair(countBy(owners), 4, "denied", "other")
+	}, 20*time.Second, 50*time.Millisecond)
+	other.abandon()
+	<-other.done
+	crashed := time.Now()
+	testwait.Eventually(t, func() bool { return len(denied.c.Held()) == 4 }, lease+2*time.Second, 20*time.Millisecond,
+		"the crashed replica's shards are taken within the lease duration and two seconds")
+	t.Logf("taken over %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	assert.Greater(t, denied.counter.snapshot()["Scan"], int(lease/(200*time.Millisecond)), "a scan every step")
 }
