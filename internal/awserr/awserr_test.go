@@ -53,7 +53,7 @@ func TestWithKMSAdviceLeavesOtherErrorsAlone(t *testing.T) {
 // only the code; the lease table's denials must read as an operator's problem too.
 func TestClassifyTakesDynamoDBAccessDeniedForADeniedPermission(t *testing.T) {
 	err := Classify(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: dynamodb:GetItem"})
-	assert.ErrorIs(t, err, ErrAccessDenied)
+	require.ErrorIs(t, err, ErrAccessDenied)
 	assert.True(t, OperatorMustAct(err))
 	assert.Contains(t, err.Error(), "dynamodb:GetItem")
 }
