@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/dapr-kinesis/kinesis/internal/leases"
 	"github.com/dapr-kinesis/kinesis/internal/localaws"
 	"github.com/dapr/components-contrib/bindings"
 )
@@ -41,9 +43,9 @@ func (b *bench) cost(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	meters := make([]*replicaMeter, cfg.replicas)
+	meters := make([]*localaws.DynamoDBMeter, cfg.replicas)
 	for i := range meters {
-		if meters[i], err = startReplicaMeter(b.srv.DynamoDBEndpoint); err != nil {
+		if meters[i], err = localaws.StartDynamoDBMeter(b.srv.DynamoDBEndpoint, localaws.MeterLabel(heartbeatLabel)); err != nil {
 			return err
 		}
 		defer meters[i].Close()
@@ -96,7 +98,7 @@ func (b *bench) cost(ctx context.Context) error {
 }
 
 // costBusy measures the meters while records are put on every shard.
-func (b *bench) costBusy(ctx context.Context, stream string, meters []*replicaMeter) error {
+func (b *bench) costBusy(ctx context.Context, stream string, meters []*localaws.DynamoDBMeter) error {
 	rate := b.cfg.busyRate
 	if rate <= 0 {
 		rate = 2 * int(b.shards)
@@ -120,7 +122,7 @@ func (b *bench) costBusy(ctx context.Context, stream string, meters []*replicaMe
 
 // measure reads the meters over d and prints the total's rates and cost (and each replica's with
 // -per-replica), then each operation's counts, heartbeats apart.
-func (b *bench) measure(ctx context.Context, phase string, meters []*replicaMeter, d time.Duration) (*rates, error) {
+func (b *bench) measure(ctx context.Context, phase string, meters []*localaws.DynamoDBMeter, d time.Duration) (*rates, error) {
 	before := make([]localaws.Usage, len(meters))
 	for i, m := range meters {
 		before[i] = m.Reading()
@@ -137,11 +139,7 @@ func (b *bench) measure(ctx context.Context, phase string, meters []*replicaMete
 	total := localaws.Usage{}
 	for i, m := range meters {
 		use := m.Reading().Since(before[i])
-		for op, u := range use {
-			t := total[op]
-			t.Calls, t.Items, t.ReadUnits, t.WriteUnits = t.Calls+u.Calls, t.Items+u.Items, t.ReadUnits+u.ReadUnits, t.WriteUnits+u.WriteUnits
-			total[op] = t
-		}
+		total = total.Plus(use)
 		if b.cfg.perReplica {
 			b.printRates("r"+strconv.Itoa(i), ratesOf(use, secs))
 		}
@@ -167,6 +165,20 @@ func (b *bench) printOps(total localaws.Usage) {
 	}
 }
 
+// heartbeatOn labels, in a meter's reading, the operations on the heartbeat item: "UpdateItem/heartbeat".
+const heartbeatOn = "heartbeat"
+
+// heartbeatLabel tells the meters the requests on the heartbeat item (leases.HeartbeatKey) from the
+// others: a heartbeat is an UpdateItem or a GetItem as a lease's renewal or read is. A Scan has no
+// Key: it reads the heartbeat item with the leases and is counted with them.
+func heartbeatLabel(req map[string]json.RawMessage) string {
+	var key map[string]struct{ S string }
+	if json.Unmarshal(req["Key"], &key) == nil && key[leases.AttrShardID].S == leases.HeartbeatKey {
+		return heartbeatOn
+	}
+	return ""
+}
+
 // rates is a phase's use per second, and its cost per month.
 type rates struct {
 	calls, scans            float64
@@ -180,8 +192,8 @@ func ratesOf(use localaws.Usage, secs float64) rates {
 	r := rates{
 		calls:          float64(t.Calls) / secs,
 		scans:          float64(use["Scan"].Calls) / secs,
-		heartbeatWrite: float64(use["UpdateItem"+heartbeatSuffix].Calls) / secs,
-		heartbeatRead:  float64(use["GetItem"+heartbeatSuffix].Calls) / secs,
+		heartbeatWrite: float64(use["UpdateItem/"+heartbeatOn].Calls) / secs,
+		heartbeatRead:  float64(use["GetItem/"+heartbeatOn].Calls) / secs,
 		rcu:            t.ReadUnits / secs,
 		wcu:            t.WriteUnits / secs,
 	}

@@ -12,7 +12,7 @@
 //   - rolling: three replicas sharing the stream while records are put (a record ID in each); one is
 //     closed and a replacement started; time from the replacement's Read until fair again, and the
 //     records lost (never delivered) and duplicated (delivered more than once) over the whole case;
-//   - cost: -replicas replicas, each with DynamoDB meters (internal/localaws) between it and
+//   - cost: -replicas replicas, each with a DynamoDB meter (internal/localaws) between it and
 //     dynalite; what the lease table costs at AWS's on-demand prices, in total (and per replica with
 //     -per-replica), for an idle stream and for a busy one (-busy-rate records/s on random keys),
 //     with heartbeat writes and reads (the heartbeat item's UpdateItem and GetItem) counted apart

@@ -12,8 +12,12 @@ import (
 	"testing"
 )
 
-// consistentHeader marks, on the forwarded request, a consistent Scan or Query.
-const consistentHeader = "X-Localaws-Consistent-Read"
+// consistentHeader marks, on the forwarded request, a consistent Scan or Query; labelHeader carries
+// the request's label (MeterLabel) to the count of its answer.
+const (
+	consistentHeader = "X-Localaws-Consistent-Read"
+	labelHeader      = "X-Localaws-Meter-Label"
+)
 
 // Prices of DynamoDB on-demand capacity (us-east-1, per million request units), which the meter's
 // cost figures use.
@@ -35,6 +39,7 @@ type DynamoDBMeter struct {
 	url    string
 	proxy  *httputil.ReverseProxy
 	served <-chan struct{}
+	label  func(req map[string]json.RawMessage) string
 
 	mu  sync.Mutex
 	ops map[string]*OpUsage
@@ -65,6 +70,21 @@ func (u Usage) Total() OpUsage {
 	return t
 }
 
+// Plus is what both used, by operation.
+func (u Usage) Plus(other Usage) Usage {
+	out := Usage{}
+	for _, from := range []Usage{u, other} {
+		for op, o := range from {
+			t := out[op]
+			out[op] = OpUsage{
+				Calls: t.Calls + o.Calls, Items: t.Items + o.Items, BytesSent: t.BytesSent + o.BytesSent, BytesIn: t.BytesIn + o.BytesIn,
+				ReadUnits: t.ReadUnits + o.ReadUnits, WriteUnits: t.WriteUnits + o.WriteUnits,
+			}
+		}
+	}
+	return out
+}
+
 // Since is what was used after the earlier reading.
 func (u Usage) Since(earlier Usage) Usage {
 	out := Usage{}
@@ -78,11 +98,20 @@ func (u Usage) Since(earlier Usage) Usage {
 	return out
 }
 
+// MeterOption sets up a DynamoDBMeter.
+type MeterOption func(*DynamoDBMeter)
+
+// MeterLabel counts each request whose decoded body label names (not "") under its operation and
+// the label: "UpdateItem/heartbeat" apart from "UpdateItem".
+func MeterLabel(label func(req map[string]json.RawMessage) string) MeterOption {
+	return func(m *DynamoDBMeter) { m.label = label }
+}
+
 // NewDynamoDBMeter starts a meter in front of target (Servers.DynamoDBEndpoint), closed when the
 // test ends.
-func NewDynamoDBMeter(t testing.TB, target string) *DynamoDBMeter {
+func NewDynamoDBMeter(t testing.TB, target string, opts ...MeterOption) *DynamoDBMeter {
 	t.Helper()
-	m, err := StartDynamoDBMeter(target)
+	m, err := StartDynamoDBMeter(target, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +120,15 @@ func NewDynamoDBMeter(t testing.TB, target string) *DynamoDBMeter {
 }
 
 // StartDynamoDBMeter starts a meter in front of target, for a program (a bench) that closes it.
-func StartDynamoDBMeter(target string) (*DynamoDBMeter, error) {
+func StartDynamoDBMeter(target string, opts ...MeterOption) (*DynamoDBMeter, error) {
 	f, err := newFrontProxy("dynamodb meter", target)
 	if err != nil {
 		return nil, err
 	}
 	m := &DynamoDBMeter{url: f.url, proxy: f.proxy, ops: map[string]*OpUsage{}}
+	for _, o := range opts {
+		o(m)
+	}
 	m.proxy.ModifyResponse = m.count
 	m.srv = &http.Server{Handler: http.HandlerFunc(m.serve), ReadHeaderTimeout: readHeaderTimeout}
 	m.served = f.serve(m.srv)
@@ -136,6 +168,11 @@ func (m *DynamoDBMeter) serve(w http.ResponseWriter, r *http.Request) {
 		if (op == "Scan" || op == "Query") && string(req["ConsistentRead"]) == "true" {
 			r.Header.Set(consistentHeader, "true")
 		}
+		if m.label != nil {
+			if label := m.label(req); label != "" {
+				r.Header.Set(labelHeader, label)
+			}
+		}
 		if _, asked := req["ReturnConsumedCapacity"]; !asked {
 			req["ReturnConsumedCapacity"] = json.RawMessage(`"TOTAL"`)
 			if rewritten, merr := json.Marshal(req); merr == nil {
@@ -144,7 +181,7 @@ func (m *DynamoDBMeter) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	m.mu.Lock()
-	u := m.usage(op)
+	u := m.usage(usageKey(r))
 	u.Calls++
 	u.BytesSent += len(body)
 	m.mu.Unlock()
@@ -152,6 +189,14 @@ func (m *DynamoDBMeter) serve(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	m.proxy.ServeHTTP(w, r)
+}
+
+// usageKey is what a request's use is counted under: its operation, and its label if it has one.
+func usageKey(r *http.Request) string {
+	if label := r.Header.Get(labelHeader); label != "" {
+		return operation(r.Header) + "/" + label
+	}
+	return operation(r.Header)
 }
 
 // count reads the units and items of an answer. The signature the client computed covers the body
@@ -163,7 +208,7 @@ func (m *DynamoDBMeter) count(resp *http.Response) error {
 		return fmt.Errorf("localaws: dynamodb meter: %w", err)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	op := operation(resp.Request.Header)
+	op, key := operation(resp.Request.Header), usageKey(resp.Request)
 	var out struct {
 		ConsumedCapacity *struct{ CapacityUnits float64 }
 		ScannedCount     *int
@@ -173,7 +218,7 @@ func (m *DynamoDBMeter) count(resp *http.Response) error {
 	_ = json.Unmarshal(body, &out)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	u := m.usage(op)
+	u := m.usage(key)
 	u.BytesIn += len(body)
 	if resp.StatusCode != http.StatusOK {
 		return nil

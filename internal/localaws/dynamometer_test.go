@@ -1,6 +1,7 @@
 package localaws
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,4 +94,55 @@ func waitTable(t *testing.T, db *dynamodb.Client, table string) {
 		time.Sleep(probeInterval)
 	}
 	t.Fatalf("table %s never ACTIVE", table)
+}
+
+// TestDynamoDBMeterCountsLabelledRequestsApart: a request MeterLabel names is counted under its
+// operation and the label, with its own units; the others as before.
+func TestDynamoDBMeterCountsLabelledRequestsApart(t *testing.T) {
+	t.Parallel()
+	srv := Get(t)
+	meter := NewDynamoDBMeter(t, srv.DynamoDBEndpoint, MeterLabel(func(req map[string]json.RawMessage) string {
+		if strings.Contains(string(req["Key"]), `"hot"`) {
+			return "hot"
+		}
+		return ""
+	}))
+	db := srv.DynamoDBClient(func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(meter.URL()) })
+	table := UniqueName("meter-label")
+	_, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{
+		TableName:            aws.String(table),
+		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: dtypes.ScalarAttributeTypeS}},
+		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: dtypes.KeyTypeHash}},
+		BillingMode:          dtypes.BillingModePayPerRequest,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = srv.DynamoDBClient().DeleteTable(t.Context(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	waitTable(t, db, table)
+	before := meter.Reading()
+
+	update := func(id string, size int) {
+		_, updateErr := db.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
+			TableName: aws.String(table), Key: map[string]dtypes.AttributeValue{"ShardID": &dtypes.AttributeValueMemberS{Value: id}},
+			UpdateExpression:          aws.String("SET Filler = :p"),
+			ExpressionAttributeValues: map[string]dtypes.AttributeValue{":p": &dtypes.AttributeValueMemberS{Value: strings.Repeat("p", size)}},
+		})
+		require.NoError(t, updateErr)
+	}
+	update("hot", 1500)
+	update("hot", 10)
+	update("cold", 10)
+	_, err = db.GetItem(t.Context(), &dynamodb.GetItemInput{
+		TableName: aws.String(table), ConsistentRead: aws.Bool(true),
+		Key: map[string]dtypes.AttributeValue{"ShardID": &dtypes.AttributeValueMemberS{Value: "hot"}},
+	})
+	require.NoError(t, err)
+
+	use := meter.Reading().Since(before)
+	// The second write of "hot" shrinks it: charged by the larger image, 2 units.
+	assert.Equal(t, OpUsage{Calls: 2, Items: 2, WriteUnits: 2 + 2}, withoutBytes(use["UpdateItem/hot"]))
+	assert.Equal(t, OpUsage{Calls: 1, Items: 1, WriteUnits: 1}, withoutBytes(use["UpdateItem"]))
+	assert.Equal(t, OpUsage{Calls: 1, Items: 1, ReadUnits: 1}, withoutBytes(use["GetItem/hot"]))
+	assert.Zero(t, use["GetItem"].Calls)
 }
