@@ -373,7 +373,7 @@ func (c *Coordinator) pass(ctx context.Context, acquired func(*Lease), why strin
 	c.lastPass, c.passGen, c.scanDue = now, gen, false
 	c.passLive = c.passLive[:0]
 	for w, e := range c.roster {
-		if now.Sub(e.since) < c.cfg.LeaseDuration {
+		if e.beatingAt(now, c.cfg.LeaseDuration) {
 			c.passLive = append(c.passLive, w)
 		}
 	}
@@ -549,7 +549,7 @@ func (c *Coordinator) plan(byShard map[string]item, now time.Time) passPlan {
 	// fail) must not keep shards unread.
 	c.mu.Lock()
 	for w, e := range c.roster {
-		if now.Sub(e.since) < c.cfg.LeaseDuration && now.Sub(e.joined) < 2*c.cfg.LeaseDuration {
+		if e.beatingAt(now, c.cfg.LeaseDuration) && now.Sub(e.joined) < 2*c.cfg.LeaseDuration {
 			workers[w] = true
 		}
 	}

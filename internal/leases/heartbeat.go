@@ -30,6 +30,15 @@ type rosterEntry struct {
 	joined time.Time
 }
 
+// beatingAt reports whether the replica's heartbeat changed within the lease duration ld: the one
+// rule by which this replica judges another alive.
+func (e rosterEntry) beatingAt(now time.Time, ld time.Duration) bool { return now.Sub(e.since) < ld }
+
+// beatNames are the expression attribute names of a write of worker's heartbeat.
+func beatNames(worker string) map[string]string {
+	return map[string]string{"#beat": heartbeatPrefix + worker, "#gen": AttrGeneration}
+}
+
 // roster is the heartbeat item as read.
 type roster struct {
 	generation int64
@@ -80,7 +89,7 @@ func (c *Coordinator) beating(worker string, now time.Time) (alive, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.roster[worker]
-	return ok && now.Sub(e.since) < c.cfg.LeaseDuration, ok
+	return ok && e.beatingAt(now, c.cfg.LeaseDuration), ok
 }
 
 // fenceAfter is how long a replica goes without a successful heartbeat before it stops delivering:
@@ -177,7 +186,7 @@ func (c *Coordinator) beat(ctx context.Context, every time.Duration) {
 	defer cancel()
 	u := update{
 		set:    "#beat = :beat",
-		names:  map[string]string{"#beat": heartbeatPrefix + c.cfg.WorkerID, "#gen": AttrGeneration},
+		names:  beatNames(c.cfg.WorkerID),
 		values: map[string]dtypes.AttributeValue{":beat": value, ":one": num(1)},
 	}
 	if announcing {
@@ -227,7 +236,7 @@ func (c *Coordinator) leave(ctx context.Context) error {
 	_, err := c.table.updateRaw(ctx, HeartbeatKey, "leaving the heartbeats", update{
 		remove: "#beat",
 		add:    "#gen :one",
-		names:  map[string]string{"#beat": heartbeatPrefix + c.cfg.WorkerID, "#gen": AttrGeneration},
+		names:  beatNames(c.cfg.WorkerID),
 		values: map[string]dtypes.AttributeValue{":one": num(1)},
 	})
 	return err
@@ -274,7 +283,7 @@ func (c *Coordinator) forgetDead(ctx context.Context, byShard map[string]item, n
 		_, err = c.table.updateRaw(ctx, HeartbeatKey, "forgetting a dead replica's heartbeat", update{
 			remove:    "#beat",
 			condition: "#beat = :seen",
-			names:     map[string]string{"#beat": heartbeatPrefix + w},
+			names:     beatNames(w),
 			values:    map[string]dtypes.AttributeValue{":seen": num(n)},
 		})
 		switch {
