@@ -85,16 +85,10 @@ func sayf(format string, args ...any) {
 // runConsumerChild reads until told to stop, reporting each record before acknowledging it: a
 // record reported but not yet checkpointed when the process dies is delivered again elsewhere.
 func runConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error {
-	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+	return readUntilStopped(ctx, b, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
 		sayf("R %s", resp.Data)
 		return nil, nil
 	})
-	if err != nil {
-		return fmt.Errorf("read: %w", err)
-	}
-	sayf("READY")
-	<-ctx.Done()
-	return nil
 }
 
 // runSlowConsumerChild reads with a handler that takes 0-20 ms per record, and 1.5 s for every 50th
@@ -102,7 +96,7 @@ func runConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error 
 // record is in flight whenever a checkpoint is written; it reports each record, with its shard and
 // sequence number, before acknowledging it.
 func runSlowConsumerChild(ctx context.Context, b bindings.InputOutputBinding) error {
-	err := b.Read(ctx, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
+	return readUntilStopped(ctx, b, func(_ context.Context, resp *bindings.ReadResponse) ([]byte, error) {
 		hold := time.Duration(rand.IntN(20)) * time.Millisecond
 		if _, _, i, ok := parseLaneRecord(string(resp.Data)); ok && i%50 == 7 {
 			hold = 1500 * time.Millisecond
@@ -111,7 +105,11 @@ func runSlowConsumerChild(ctx context.Context, b bindings.InputOutputBinding) er
 		sayf("R %s %s %s", resp.Data, resp.Metadata["shardId"], resp.Metadata["sequenceNumber"])
 		return nil, nil
 	})
-	if err != nil {
+}
+
+// readUntilStopped starts reading with handler, says READY, and returns once told to stop.
+func readUntilStopped(ctx context.Context, b bindings.InputOutputBinding, handler bindings.Handler) error {
+	if err := b.Read(ctx, handler); err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
 	sayf("READY")
