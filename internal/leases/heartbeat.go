@@ -96,12 +96,20 @@ func (c *Coordinator) beating(worker string, now time.Time) (alive, ok bool) {
 // the others judge it dead a lease duration after they saw its last beat, which it sent earlier.
 func (c *Coordinator) fenceAfter() time.Duration { return 2 * c.cfg.LeaseDuration / 3 }
 
+// untilFence is how long after now this replica must fence itself if no heartbeat goes through (0
+// or less: the moment has come), and whether any heartbeat went through yet (if not, there is no
+// such moment).
+func (c *Coordinator) untilFence(now time.Time) (left time.Duration, armed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastBeat.Add(c.fenceAfter()).Sub(now), !c.lastBeat.IsZero()
+}
+
 // fresh reports whether this replica's own last heartbeat went through within fenceAfter: only then
 // may it take leases.
 func (c *Coordinator) fresh(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.lastBeat.IsZero() && now.Sub(c.lastBeat) < c.fenceAfter()
+	left, armed := c.untilFence(now)
+	return armed && left > 0
 }
 
 // announce asks for a heartbeat now that bumps the generation: this replica changed a lease.
@@ -122,7 +130,7 @@ func (c *Coordinator) heartbeats(ctx context.Context) {
 	every := c.cfg.LeaseDuration / 3
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
-	fence := time.NewTimer(c.untilFence(every))
+	fence := time.NewTimer(c.nextFenceCheck(every))
 	defer fence.Stop()
 	for {
 		select {
@@ -136,30 +144,26 @@ func (c *Coordinator) heartbeats(ctx context.Context) {
 		case <-c.beatNow:
 			c.beat(ctx, every)
 		}
-		fence.Reset(c.untilFence(every))
+		fence.Reset(c.nextFenceCheck(every))
 	}
 }
 
-// untilFence is how long until this replica must fence itself if no heartbeat goes through, or
+// nextFenceCheck is how long until this replica must fence itself if no heartbeat goes through, or
 // every when there is no such moment ahead (no heartbeat yet, or fenced already).
-func (c *Coordinator) untilFence(every time.Duration) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d := time.Until(c.lastBeat.Add(c.fenceAfter())); !c.lastBeat.IsZero() && d > 0 {
-		return d
+func (c *Coordinator) nextFenceCheck(every time.Duration) time.Duration {
+	if left, armed := c.untilFence(time.Now()); armed && left > 0 {
+		return left
 	}
 	return every
 }
 
 // fenceIfStale fences when the last heartbeat that went through is fenceAfter old.
 func (c *Coordinator) fenceIfStale(cause error) {
-	c.mu.Lock()
-	lastBeat := c.lastBeat
-	c.mu.Unlock()
-	if lastBeat.IsZero() || time.Since(lastBeat) < c.fenceAfter() {
+	left, armed := c.untilFence(time.Now())
+	if !armed || left > 0 {
 		return
 	}
-	why := fmt.Sprintf("no heartbeat went through for %v", time.Since(lastBeat).Round(time.Millisecond))
+	why := fmt.Sprintf("no heartbeat went through for %v", (c.fenceAfter() - left).Round(time.Millisecond))
 	if cause != nil {
 		why += ": " + cause.Error()
 	}
@@ -174,15 +178,10 @@ func (c *Coordinator) beat(ctx context.Context, every time.Duration) {
 	c.announcing = false
 	c.beats++
 	value := num(c.session + c.beats)
-	lastBeat := c.lastBeat
 	c.mu.Unlock()
 
 	sent := time.Now()
-	limit := every
-	if untilFence := lastBeat.Add(c.fenceAfter()).Sub(sent); !lastBeat.IsZero() && untilFence > 0 {
-		limit = min(every, untilFence)
-	}
-	attempt, cancel := context.WithTimeout(ctx, limit)
+	attempt, cancel := context.WithTimeout(ctx, min(every, c.nextFenceCheck(every)))
 	defer cancel()
 	u := update{
 		set:    "#beat = :beat",
