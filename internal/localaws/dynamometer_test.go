@@ -1,6 +1,7 @@
 package localaws
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -21,19 +22,7 @@ func TestDynamoDBMeterCountsWhatAWSWouldCharge(t *testing.T) {
 	t.Parallel()
 	srv := Get(t)
 	meter := NewDynamoDBMeter(t, srv.DynamoDBEndpoint)
-	db := srv.DynamoDBClient(func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(meter.URL()) })
-	table := UniqueName("meter")
-	_, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(table),
-		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: dtypes.ScalarAttributeTypeS}},
-		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: dtypes.KeyTypeHash}},
-		BillingMode:          dtypes.BillingModePayPerRequest,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = srv.DynamoDBClient().DeleteTable(t.Context(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
-	})
-	waitTable(t, db, table)
+	db, table := meteredTable(t, srv, meter)
 	before := meter.Reading()
 
 	item := func(id string, size int) map[string]dtypes.AttributeValue {
@@ -46,7 +35,7 @@ func TestDynamoDBMeterCountsWhatAWSWouldCharge(t *testing.T) {
 		_, putErr := db.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item("s"+strconv.Itoa(i), 1000)})
 		require.NoError(t, putErr)
 	}
-	_, err = db.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item("big", 3000)})
+	_, err := db.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item("big", 3000)})
 	require.NoError(t, err)
 	_, err = db.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 		TableName: aws.String(table), Key: map[string]dtypes.AttributeValue{"ShardID": &dtypes.AttributeValueMemberS{Value: "s0"}},
@@ -79,6 +68,26 @@ func TestDynamoDBMeterCountsWhatAWSWouldCharge(t *testing.T) {
 	assert.InDelta(t, 7.0, total.ReadUnits, 0)
 }
 
+// meteredTable creates a lease-shaped table through the meter and returns a client that goes
+// through it.
+func meteredTable(t *testing.T, srv *Servers, meter *DynamoDBMeter) (*dynamodb.Client, string) {
+	t.Helper()
+	db := srv.DynamoDBClient(func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(meter.URL()) })
+	table := UniqueName("meter")
+	_, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{
+		TableName:            aws.String(table),
+		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: dtypes.ScalarAttributeTypeS}},
+		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: dtypes.KeyTypeHash}},
+		BillingMode:          dtypes.BillingModePayPerRequest,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = srv.DynamoDBClient().DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	waitTable(t, db, table)
+	return db, table
+}
+
 func withoutBytes(u OpUsage) OpUsage {
 	u.BytesSent, u.BytesIn = 0, 0
 	return u
@@ -107,19 +116,7 @@ func TestDynamoDBMeterCountsLabelledRequestsApart(t *testing.T) {
 		}
 		return ""
 	}))
-	db := srv.DynamoDBClient(func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(meter.URL()) })
-	table := UniqueName("meter-label")
-	_, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(table),
-		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: dtypes.ScalarAttributeTypeS}},
-		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: dtypes.KeyTypeHash}},
-		BillingMode:          dtypes.BillingModePayPerRequest,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = srv.DynamoDBClient().DeleteTable(t.Context(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
-	})
-	waitTable(t, db, table)
+	db, table := meteredTable(t, srv, meter)
 	before := meter.Reading()
 
 	update := func(id string, size int) {
@@ -133,7 +130,7 @@ func TestDynamoDBMeterCountsLabelledRequestsApart(t *testing.T) {
 	update("hot", 1500)
 	update("hot", 10)
 	update("cold", 10)
-	_, err = db.GetItem(t.Context(), &dynamodb.GetItemInput{
+	_, err := db.GetItem(t.Context(), &dynamodb.GetItemInput{
 		TableName: aws.String(table), ConsistentRead: aws.Bool(true),
 		Key: map[string]dtypes.AttributeValue{"ShardID": &dtypes.AttributeValueMemberS{Value: "hot"}},
 	})
